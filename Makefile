@@ -1,0 +1,59 @@
+# Every target sets itself up: the virtualenv in .venv is created and the project
+# installed (with the serving and dev extras) on first use, and again when
+# pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODELS := serving/models/fraud/1/saved_model.pb serving/models/fraud/2/saved_model.pb
+# TF Serving wants absolute base paths; the committed configs name the container's
+# /models, so local runs get a copy pointing at this checkout.
+LOCAL_CONFIG := out/models.local.config
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-unit serve models proto lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[serving,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project with its extras
+
+$(MODELS) &: $(STAMP) serving/demo_model.py
+	$(PY) -m serving.demo_model --output serving/models/fraud
+
+models: $(MODELS) ## Train the demo model and export SavedModel versions 1 and 2
+
+$(LOCAL_CONFIG): serving/models.config
+	mkdir -p out
+	sed 's#"/models/#"$(CURDIR)/serving/models/#' serving/models.config > $@
+
+test: $(STAMP) $(MODELS) ## Run every test (unit and integration)
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## Run the unit tests only (no sockets, no subprocesses)
+	$(PY) -m pytest -m "not integration"
+
+serve: $(STAMP) $(MODELS) $(LOCAL_CONFIG) ## Start the local TF Serving-compatible server on 8500/8501
+	$(PY) -m serving --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
+	    --model_config_file=$(LOCAL_CONFIG) --allow_version_labels_for_unavailable_models \
+	    --enable_batching --batching_parameters_file=serving/batching.config \
+	    --monitoring_config_file=serving/monitoring.config
+
+proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
+	$(PY) proto/generate.py
+
+lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/
+	$(VENV)/bin/ruff check bridge serving tests proto
+	$(VENV)/bin/ruff format --check bridge serving tests proto
+	$(VENV)/bin/mypy bridge
+
+clean: ## Remove the virtualenv, generated models and run output
+	rm -rf $(VENV) serving/models out
