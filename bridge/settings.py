@@ -1,0 +1,209 @@
+"""All of the bridge's configuration, read once at start and passed down.
+
+Environment variables with the prefix ``BRIDGE_`` (nested with ``__``, e.g.
+``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``) override an optional TOML file, which
+overrides the defaults. Required settings have no default, so a missing one
+stops the bridge at start with a message that names it. No other module reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "BRIDGE_"
+NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,host:port]")
+    group_id: str = Field("tfs-bridge", description="Consumer group; replicas share partitions")
+    client_id: str = Field("tfs-bridge", description="Client id sent to the brokers")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol uses SASL"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group without committed offsets starts"
+    )
+    session_timeout_ms: int = Field(10_000, gt=0, description="Group session timeout")
+    max_poll_interval_ms: int = Field(300_000, gt=0, description="Max time between polls")
+    fetch_max_records: int = Field(
+        2_000, gt=0, description="Most records taken from the consumer per poll"
+    )
+    producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
+    producer_compression: Literal["none", "gzip"] = Field(
+        "none", description="Compression of the records the bridge writes"
+    )
+
+
+class TopicsSettings(_Section):
+    input: str = Field(description="Topic the events are read from")
+    results: str = Field(description="Topic the result records are written to")
+    failures: str = Field(description="Dead-letter topic for the failure records")
+
+
+class ServingSettings(_Section):
+    protocol: Literal["grpc", "rest"] = Field("grpc", description="How to call TF Serving")
+    grpc_target: str = Field("127.0.0.1:8500", description="TF Serving gRPC host:port")
+    rest_url: str = Field("http://127.0.0.1:8501", description="TF Serving REST base URL")
+    timeout_ms: int = Field(5_000, gt=0, description="Deadline of one model call")
+    connect_timeout_ms: int = Field(1_000, gt=0, description="REST connect timeout")
+    max_message_mb: int = Field(256, gt=0, description="gRPC send/receive message limit")
+
+
+class ModelSettings(_Section):
+    name: str = Field(description="Model name on the server")
+    label: str | None = Field(None, description="Version label to target (e.g. stable)")
+    version: int | None = Field(None, gt=0, description="Version number to target")
+    signature: str = Field("serving_default", description="Signature to call")
+    input_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Signature input -> event field, where the names differ (JSON object)",
+    )
+    copy_fields: list[str] = Field(
+        default_factory=list,
+        description="Event fields copied into each result (JSON list)",
+    )
+    max_event_bytes: int = Field(
+        1_048_576, gt=0, description="Larger events fail as oversize without a model call"
+    )
+
+    @model_validator(mode="after")
+    def _label_or_version(self) -> ModelSettings:
+        if self.label is not None and self.version is not None:
+            raise ValueError("set BRIDGE_MODEL__LABEL or BRIDGE_MODEL__VERSION, not both")
+        return self
+
+
+class BatchSettings(_Section):
+    max_size: int = Field(1, gt=0, description="Instances per Predict; 1 = per event")
+    max_wait_ms: int = Field(5, ge=0, description="Longest wait to fill a batch")
+    max_in_flight: int = Field(
+        4, gt=0, description="Model requests in flight at once (per-event mode: events)"
+    )
+    max_pending: int = Field(
+        10_000, gt=0, description="Events held in the bridge before it pauses fetching"
+    )
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(
+        5, gt=0, description="Attempts per request while the server is up (outages not counted)"
+    )
+    initial_backoff_ms: int = Field(50, gt=0, description="First retry delay")
+    max_backoff_ms: int = Field(2_000, gt=0, description="Cap of the retry delay")
+    probe_max_backoff_ms: int = Field(
+        2_000, gt=0, description="Cap of the delay between probes while the server is down"
+    )
+
+
+class DeliverySettings(_Section):
+    commit_interval_ms: int = Field(500, gt=0, description="How often done offsets commit")
+    shutdown_grace_ms: int = Field(
+        10_000, ge=0, description="Time to finish work in flight on SIGTERM"
+    )
+    rebalance_drain_ms: int = Field(
+        5_000, ge=0, description="Time to finish revoked partitions' work"
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json when not a terminal under auto"
+    )
+    payloads: bool = Field(False, description="Log event payloads (off: they may hold PII)")
+
+
+class Settings(BaseSettings):
+    """The whole configuration: one frozen value built at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings
+    topics: TopicsSettings
+    serving: ServingSettings = ServingSettings()
+    model: ModelSettings
+    batch: BatchSettings = BatchSettings()
+    retry: RetrySettings = RetrySettings()
+    delivery: DeliverySettings = DeliverySettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init values), which wins over defaults.
+        return (env_settings, init_settings)
+
+
+class SettingsError(Exception):
+    """Invalid or missing settings; the message names each offending variable."""
+
+
+def env_name(path: tuple[str | int, ...]) -> str:
+    """``("kafka", "group_id")`` -> ``BRIDGE_KAFKA__GROUP_ID``."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in path)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the settings from the environment and an optional TOML file."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = env_name(tuple(p for p in error["loc"] if isinstance(p, str)))
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+
+
+def describe_settings() -> Iterator[tuple[str, str, str]]:
+    """Every setting as (environment variable, default, description), for --help and README."""
+    yield from _describe(Settings, ())
+
+
+def _describe(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            yield from _describe(annotation, (*path, name))
+            continue
+        if field.is_required():
+            default = "(required)"
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        else:
+            default = "unset" if field.default is None else str(field.default)
+        yield env_name((*path, name)), default, field.description or ""
