@@ -1,0 +1,1 @@
+"""The Kafka side: consuming with manual commits, producing result and failure records."""

@@ -1,0 +1,200 @@
+"""Event bytes -> a validated model instance, or an EventError that says what is wrong.
+
+Checking every event against the signature's dtypes and shapes before it is sent
+means a malformed event fails alone and at once, instead of failing a whole batch
+on the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.errors import (
+    InputShapeError,
+    InputTypeError,
+    MissingInputError,
+    NotAnObjectError,
+    NotJsonError,
+    OversizeError,
+)
+from bridge.serving.signature import DType, Signature, TensorSpec
+
+Leaf = float | int | bool | bytes
+
+
+@dataclass(slots=True)
+class Instance:
+    """One event's model input: per signature input, its leaves (row-major) and shape."""
+
+    values: dict[str, list[Leaf]]
+    shapes: dict[str, tuple[int, ...]]
+    copied: dict[str, Any]
+
+    @property
+    def shape_key(self) -> tuple[tuple[int, ...], ...]:
+        """Instances can share a request only if their shapes agree (variable inner dims)."""
+        return tuple(self.shapes.values())
+
+
+def parse_event(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Decode the record value as a JSON object."""
+    if value is None:
+        raise NotJsonError("the record has no value (null), expected a JSON object")
+    if len(value) > max_bytes:
+        raise OversizeError(f"the event is {len(value)} bytes, over the limit of {max_bytes}")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise NotJsonError(f"the value is not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise NotAnObjectError(f"the value is JSON {type(event).__name__}, expected an object")
+    return event
+
+
+class InstanceBuilder:
+    """Builds instances for one signature; the field mapping and copied fields are fixed."""
+
+    def __init__(
+        self,
+        signature: Signature,
+        input_map: Mapping[str, str] | None = None,
+        copy_fields: Sequence[str] = (),
+    ) -> None:
+        self.signature = signature
+        input_map = input_map or {}
+        # (input name, event field, spec) in signature order.
+        self._inputs = [
+            (name, input_map.get(name, name), spec) for name, spec in signature.inputs.items()
+        ]
+        self._copy_fields = tuple(copy_fields)
+
+    def build(self, event: Mapping[str, Any]) -> Instance:
+        values: dict[str, list[Leaf]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, field, spec in self._inputs:
+            if field not in event:
+                where = f"field '{field}'" if field == name else f"field '{field}' (input '{name}')"
+                raise MissingInputError(f"missing {where}; the signature needs {self._needs()}")
+            leaves: list[Leaf] = []
+            shapes[name] = _flatten(event[field], spec, field, leaves)
+            values[name] = leaves
+        copied = {f: event[f] for f in self._copy_fields if f in event}
+        return Instance(values, shapes, copied)
+
+    def _needs(self) -> str:
+        return ", ".join(f"'{field}'" for _, field, _ in self._inputs)
+
+
+def _flatten(value: Any, spec: TensorSpec, field: str, out: list[Leaf]) -> tuple[int, ...]:
+    """Append ``value``'s leaves to ``out`` converted to ``spec.dtype``; return its shape."""
+    expected = spec.instance_shape
+    shape = _shape_of(value, field)
+    if expected is not None and (
+        len(shape) != len(expected)
+        or any(want not in (-1, got) for want, got in zip(expected, shape, strict=True))
+    ):
+        raise InputShapeError(
+            f"field '{field}' has shape {_fmt_shape(shape)}, "
+            f"the signature expects {_fmt_shape(expected)}"
+        )
+    convert = _CONVERTERS[spec.dtype]
+    _walk(value, len(shape), spec.dtype, convert, field, out)
+    return shape
+
+
+def _shape_of(value: Any, field: str) -> tuple[int, ...]:
+    dims: list[int] = []
+    probe = value
+    while isinstance(probe, list):
+        dims.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    shape = tuple(dims)
+    _check_rectangular(value, shape, field)
+    return shape
+
+
+def _check_rectangular(value: Any, shape: tuple[int, ...], field: str) -> None:
+    if not shape:
+        if isinstance(value, list):
+            raise InputShapeError(f"field '{field}' is a ragged nested list")
+        return
+    if not isinstance(value, list) or len(value) != shape[0]:
+        raise InputShapeError(f"field '{field}' is a ragged nested list")
+    for item in value:
+        _check_rectangular(item, shape[1:], field)
+
+
+def _walk(value: Any, depth: int, dtype: DType, convert: Any, field: str, out: list[Leaf]) -> None:
+    if depth == 0:
+        out.append(convert(value, dtype, field))
+        return
+    for item in value:
+        _walk(item, depth - 1, dtype, convert, field, out)
+
+
+def _type_error(value: Any, dtype: DType, field: str) -> InputTypeError:
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    kind = "null" if value is None else type(value).__name__
+    return InputTypeError(
+        f"field '{field}' holds {kind} {shown}, the signature expects {dtype.tf_name}"
+    )
+
+
+def _to_float(value: Any, dtype: DType, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(value, dtype, field)
+    return float(value)
+
+
+def _to_int(value: Any, dtype: DType, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(value, dtype, field)
+    low, high = dtype.int_range
+    if not low <= value <= high:
+        raise InputTypeError(f"field '{field}' holds {value}, out of range for {dtype.tf_name}")
+    return value
+
+
+def _to_bool(value: Any, dtype: DType, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(value, dtype, field)
+    return value
+
+
+def _to_bytes(value: Any, dtype: DType, field: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as exc:
+            raise InputTypeError(f"field '{field}' has invalid base64: {exc}") from exc
+    raise _type_error(value, dtype, field)
+
+
+_CONVERTERS = {
+    dtype: (
+        _to_float
+        if dtype.is_float
+        else _to_int
+        if dtype.is_integer
+        else _to_bool
+        if dtype is DType.BOOL
+        else _to_bytes
+    )
+    for dtype in DType
+}
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("?" if d == -1 else str(d) for d in shape) + "]"

@@ -1,0 +1,98 @@
+"""Per-partition bookkeeping: output order and the offset that is safe to commit.
+
+Every consumed record gets a ``Slot`` in its partition's ledger, in offset order.
+A slot moves WAITING -> READY (its result or failure is known) -> SENT (handed to
+the producer) -> ACKED (Kafka acknowledged the output record). Records are handed
+to the producer strictly in offset order, so results keep input order within a
+partition even when batches finish out of order; the committable offset is one
+past the last slot of the unbroken ACKED run at the head, so nothing is ever
+committed past unfinished work.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class SlotState(enum.IntEnum):
+    WAITING = 0
+    READY = 1
+    SENT = 2
+    ACKED = 3
+
+
+@dataclass(slots=True, eq=False)
+class Slot(Generic[T]):
+    """One consumed record and what became of it."""
+
+    offset: int
+    record: Any
+    outcome: T | None = None
+    state: SlotState = SlotState.WAITING
+    # Filled in by the pipeline as the record moves along (for timings).
+    times: dict[str, float] = field(default_factory=dict)
+
+    def resolve(self, outcome: T) -> None:
+        if self.state is not SlotState.WAITING:
+            raise RuntimeError(f"offset {self.offset} resolved twice")
+        self.outcome = outcome
+        self.state = SlotState.READY
+
+
+class PartitionLedger(Generic[T]):
+    """The slots of one partition, oldest first."""
+
+    def __init__(self) -> None:
+        self._slots: deque[Slot[T]] = deque()
+        self._next_to_send = 0  # index into _slots of the first slot not yet SENT
+        self._committable: int | None = None
+
+    def __len__(self) -> int:
+        """Slots not yet acknowledged (pending work)."""
+        return len(self._slots)
+
+    def add(self, offset: int, record: Any) -> Slot[T]:
+        if self._slots and offset <= self._slots[-1].offset:
+            raise ValueError(f"offset {offset} is not after {self._slots[-1].offset}")
+        slot: Slot[T] = Slot(offset, record)
+        self._slots.append(slot)
+        return slot
+
+    def take_ready(self) -> list[Slot[T]]:
+        """Slots whose outcome is known and whose predecessors were all sent, in order.
+
+        The caller hands them to the producer in this order; they become SENT.
+        """
+        taken: list[Slot[T]] = []
+        slots = self._slots
+        while (
+            self._next_to_send < len(slots) and slots[self._next_to_send].state is SlotState.READY
+        ):
+            slot = slots[self._next_to_send]
+            slot.state = SlotState.SENT
+            taken.append(slot)
+            self._next_to_send += 1
+        return taken
+
+    def ack(self, slot: Slot[T]) -> None:
+        """Kafka acknowledged the slot's output record."""
+        if slot.state is not SlotState.SENT:
+            raise RuntimeError(f"offset {slot.offset} acknowledged in state {slot.state.name}")
+        slot.state = SlotState.ACKED
+        slots = self._slots
+        while slots and slots[0].state is SlotState.ACKED:
+            self._committable = slots.popleft().offset + 1
+            self._next_to_send -= 1
+
+    def committable(self) -> int | None:
+        """The offset to commit (next to read), or None if nothing finished yet."""
+        return self._committable
+
+    def waiting(self) -> int:
+        """Slots whose model call has not finished."""
+        return sum(1 for slot in self._slots if slot.state is SlotState.WAITING)

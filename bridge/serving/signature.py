@@ -1,0 +1,112 @@
+"""A model signature as the bridge needs it: input and output names, dtypes, shapes.
+
+Built from GetModelMetadata (gRPC or REST); everything downstream validates and
+encodes against it, so the protocol is decided in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class DType(enum.IntEnum):
+    """The TensorFlow dtypes the bridge can send and read (values are TF's DataType)."""
+
+    FLOAT = 1
+    DOUBLE = 2
+    INT32 = 3
+    UINT8 = 4
+    INT16 = 5
+    INT8 = 6
+    STRING = 7
+    INT64 = 9
+    BOOL = 10
+    UINT16 = 17
+    HALF = 19
+    UINT32 = 22
+    UINT64 = 23
+
+    @property
+    def tf_name(self) -> str:
+        return "DT_" + self.name
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.FLOAT, DType.DOUBLE, DType.HALF)
+
+    @property
+    def is_integer(self) -> bool:
+        return self in _INT_RANGES
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        return _INT_RANGES[self]
+
+
+_INT_RANGES = {
+    DType.INT8: (-(2**7), 2**7 - 1),
+    DType.INT16: (-(2**15), 2**15 - 1),
+    DType.INT32: (-(2**31), 2**31 - 1),
+    DType.INT64: (-(2**63), 2**63 - 1),
+    DType.UINT8: (0, 2**8 - 1),
+    DType.UINT16: (0, 2**16 - 1),
+    DType.UINT32: (0, 2**32 - 1),
+    DType.UINT64: (0, 2**64 - 1),
+}
+
+
+class UnsupportedSignatureError(Exception):
+    """The signature uses something the bridge cannot feed (e.g. an unsupported dtype)."""
+
+
+def dtype_from_name(name: str) -> DType:
+    """``"DT_FLOAT"`` -> ``DType.FLOAT``."""
+    try:
+        return DType[name.removeprefix("DT_")]
+    except KeyError:
+        raise UnsupportedSignatureError(f"dtype {name} is not supported by the bridge") from None
+
+
+def dtype_from_number(number: int) -> DType:
+    try:
+        return DType(number)
+    except ValueError:
+        raise UnsupportedSignatureError(f"dtype #{number} is not supported by the bridge") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output: dtype and shape (``None`` = unknown rank, ``-1`` = any size)."""
+
+    dtype: DType
+    shape: tuple[int, ...] | None
+
+    @property
+    def batched(self) -> bool:
+        """True if the first dimension is the batch (any size)."""
+        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
+
+    @property
+    def instance_shape(self) -> tuple[int, ...] | None:
+        """The shape of one event's value: the signature's shape without the batch dim."""
+        if self.shape is None:
+            return None
+        return self.shape[1:] if self.batched else self.shape
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A signature of one model version, as reported by the server."""
+
+    model: str
+    version: int | None
+    name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+    @property
+    def batchable(self) -> bool:
+        """Several events fit in one request only if every input has a batch dimension."""
+        return all(spec.batched for spec in self.inputs.values())

@@ -1,0 +1,133 @@
+"""Events are checked against the signature before any model call."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from bridge.errors import (
+    InputShapeError,
+    InputTypeError,
+    MissingInputError,
+    NotAnObjectError,
+    NotJsonError,
+    OversizeError,
+)
+from bridge.pipeline.instances import InstanceBuilder, parse_event
+
+from .signatures import FRAUD, MIXED, fraud_event
+
+
+def test_builds_flat_values_and_shapes_in_signature_order() -> None:
+    builder = InstanceBuilder(FRAUD, copy_fields=["id", "absent"])
+    instance = builder.build(fraud_event(amount=3))
+    assert list(instance.values) == ["time", "amount", "pca"]
+    assert instance.values["amount"] == [3.0]
+    assert isinstance(instance.values["amount"][0], float)
+    assert instance.shapes == {"time": (), "amount": (), "pca": (28,)}
+    assert instance.copied == {"id": "tx-1"}
+
+
+def test_input_map_renames_fields() -> None:
+    builder = InstanceBuilder(FRAUD, input_map={"amount": "amount_eur"})
+    event = fraud_event()
+    event["amount_eur"] = event.pop("amount")
+    assert builder.build(event).values["amount"] == [12.5]
+    with pytest.raises(MissingInputError, match="field 'amount_eur' \\(input 'amount'\\)"):
+        builder.build(fraud_event())
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (None, NotJsonError, "no value"),
+        (b"\xff\xfe not json", NotJsonError, "not JSON"),
+        (b"[1, 2]", NotAnObjectError, "JSON list"),
+        (b'"text"', NotAnObjectError, "JSON str"),
+        (b"x" * 101, OversizeError, "101 bytes, over the limit of 100"),
+    ],
+)
+def test_undecodable_values(raw: bytes | None, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        parse_event(raw, max_bytes=100)
+
+
+def test_parse_event_returns_the_object() -> None:
+    assert parse_event(orjson.dumps({"a": 1}), max_bytes=100) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"amount": "12"}, InputTypeError, "field 'amount' holds str '12', .* DT_FLOAT"),
+        ({"amount": True}, InputTypeError, "holds bool"),
+        ({"amount": None}, InputTypeError, "holds null"),
+        ({"pca": [0.1] * 27}, InputShapeError, r"shape \[27\], the signature expects \[28\]"),
+        ({"pca": 0.1}, InputShapeError, r"shape \[\], the signature expects \[28\]"),
+        ({"time": [1.0]}, InputShapeError, r"shape \[1\], the signature expects \[\]"),
+        ({"pca": [0.1] * 27 + ["x"]}, InputTypeError, "field 'pca' holds str 'x'"),
+    ],
+)
+def test_wrong_types_and_shapes(
+    overrides: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        InstanceBuilder(FRAUD).build(fraud_event(**overrides))
+
+
+def test_missing_input_names_every_needed_field() -> None:
+    event = fraud_event()
+    del event["pca"]
+    with pytest.raises(MissingInputError, match=r"missing field 'pca'; .*'time', 'amount', 'pca'"):
+        InstanceBuilder(FRAUD).build(event)
+
+
+def test_every_dtype_family() -> None:
+    builder = InstanceBuilder(MIXED)
+    instance = builder.build(
+        {
+            "count": 7,
+            "flag": False,
+            "text": {"b64": base64.b64encode(b"\x00\xff").decode()},
+            "grid": [[1, 2.5], [3, 4]],
+        }
+    )
+    assert instance.values == {
+        "count": [7],
+        "flag": [False],
+        "text": [b"\x00\xff"],
+        "grid": [1.0, 2.5, 3.0, 4.0],
+    }
+    assert instance.shapes["grid"] == (2, 2)
+    assert builder.build({"count": 1, "flag": True, "text": "é", "grid": [[0, 0]]}).values[
+        "text"
+    ] == ["é".encode()]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"count": 2**31}, "out of range for DT_INT32"),
+        ({"count": 1.5}, "holds float"),
+        ({"flag": 1}, "holds int"),
+        ({"text": 5}, "holds int"),
+        ({"text": {"b64": "!!"}}, "invalid base64"),
+        ({"grid": [[1, 2], [3]]}, "ragged"),
+        ({"grid": [[1, 2, 3]]}, r"shape \[1, 3\], the signature expects \[\?, 2\]"),
+    ],
+)
+def test_mixed_signature_rejections(overrides: dict[str, object], message: str) -> None:
+    event: dict[str, object] = {"count": 1, "flag": True, "text": "a", "grid": [[1, 2]]}
+    event.update(overrides)
+    with pytest.raises((InputTypeError, InputShapeError), match=message):
+        InstanceBuilder(MIXED).build(event)
+
+
+def test_variable_inner_dims_give_different_shape_keys() -> None:
+    builder = InstanceBuilder(MIXED)
+    base = {"count": 1, "flag": True, "text": "a"}
+    one = builder.build({**base, "grid": [[1, 2]]})
+    two = builder.build({**base, "grid": [[1, 2], [3, 4]]})
+    assert one.shape_key != two.shape_key

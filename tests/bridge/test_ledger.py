@@ -1,0 +1,67 @@
+"""Order of outputs and the committable offset, per partition."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.pipeline.ledger import PartitionLedger, SlotState
+
+
+def test_outputs_leave_in_offset_order_even_when_finished_out_of_order() -> None:
+    ledger: PartitionLedger[str] = PartitionLedger()
+    slots = [ledger.add(offset, None) for offset in (10, 11, 12)]
+    slots[2].resolve("c")
+    slots[1].resolve("b")
+    assert ledger.take_ready() == []  # 10 is not finished: nothing may overtake it
+    slots[0].resolve("a")
+    assert [s.outcome for s in ledger.take_ready()] == ["a", "b", "c"]
+    assert ledger.take_ready() == []
+    assert all(s.state is SlotState.SENT for s in slots)
+
+
+def test_commit_never_passes_unacknowledged_work() -> None:
+    ledger: PartitionLedger[str] = PartitionLedger()
+    slots = [ledger.add(offset, None) for offset in range(5)]
+    for slot in slots:
+        slot.resolve("x")
+    ledger.take_ready()
+    assert ledger.committable() is None
+    ledger.ack(slots[1])  # acks may arrive out of order (results vs failures topic)
+    assert ledger.committable() is None
+    ledger.ack(slots[0])
+    assert ledger.committable() == 2
+    ledger.ack(slots[3])
+    assert ledger.committable() == 2
+    assert len(ledger) == 3
+    ledger.ack(slots[2])
+    assert ledger.committable() == 4
+    ledger.ack(slots[4])
+    assert ledger.committable() == 5
+    assert len(ledger) == 0
+
+
+def test_sending_continues_after_acked_slots_leave() -> None:
+    ledger: PartitionLedger[str] = PartitionLedger()
+    first = ledger.add(0, None)
+    first.resolve("a")
+    (sent,) = ledger.take_ready()
+    ledger.ack(sent)
+    second = ledger.add(1, None)
+    third = ledger.add(2, None)
+    third.resolve("c")
+    assert ledger.take_ready() == []
+    second.resolve("b")
+    assert ledger.take_ready() == [second, third]
+    assert ledger.waiting() == 0
+
+
+def test_misuse_is_loud() -> None:
+    ledger: PartitionLedger[str] = PartitionLedger()
+    slot = ledger.add(5, None)
+    with pytest.raises(ValueError, match="not after"):
+        ledger.add(5, None)
+    with pytest.raises(RuntimeError, match="acknowledged in state WAITING"):
+        ledger.ack(slot)
+    slot.resolve("a")
+    with pytest.raises(RuntimeError, match="resolved twice"):
+        slot.resolve("b")
