@@ -45,7 +45,11 @@ class KafkaSettings(_Section):
     fetch_max_records: int = Field(
         2_000, gt=0, description="Most records taken from the consumer per poll"
     )
-    producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
+    producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        description="Producer batching delay (records batch anyway while a send is in flight)",
+    )
     producer_compression: Literal["none", "gzip"] = Field(
         "none", description="Compression of the records the bridge writes"
     )

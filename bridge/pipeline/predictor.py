@@ -1,0 +1,133 @@
+"""One batch of instances -> one outcome per instance.
+
+Retries what is worth retrying (tenacity, exponential backoff with jitter),
+holds through outages without counting them (``ServerHealth``), and isolates bad
+events in a batch the server rejects because of its data by splitting it in
+halves until only they fail.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from bridge.errors import BridgeError, ModelCallError, RejectedInputError
+from bridge.pipeline.health import ServerHealth
+from bridge.pipeline.instances import Instance
+from bridge.pipeline.outcomes import Failure, Outcome, Success
+from bridge.serving.client import ModelClient, Prediction, Target
+from bridge.serving.signature import Signature
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Built once from the settings."""
+
+    max_attempts: int  # counted while the server is up
+    initial_backoff_s: float
+    max_backoff_s: float
+
+    def backoff(self, counted: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**(n-1))]."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** max(counted - 1, 0))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
+
+
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, ModelCallError) and exc.retriable
+
+
+class _CallState:
+    """Per call: attempts that count, and when the first and last were made."""
+
+    __slots__ = ("counted", "first_ms", "last_ms", "made", "outage")
+
+    def __init__(self) -> None:
+        self.counted = 0
+        self.made = 0
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+        self.outage = False
+
+
+class CallFailedError(Exception):
+    """Carries the final error with the attempt bookkeeping."""
+
+    def __init__(self, error: BridgeError, state: _CallState) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.state = state
+
+
+class Predictor:
+    def __init__(self, client: ModelClient, health: ServerHealth, policy: RetryPolicy) -> None:
+        self._client = client
+        self._health = health
+        self._policy = policy
+
+    async def run(
+        self, target: Target, signature: Signature, instances: Sequence[Instance]
+    ) -> list[Outcome]:
+        started = time.perf_counter()
+        try:
+            prediction, state = await self._call(target, signature, instances)
+        except CallFailedError as failed:
+            if isinstance(failed.error, RejectedInputError) and len(instances) > 1:
+                # The data is at fault somewhere in the batch: halve until it is found.
+                log.info(
+                    "batch_rejected_splitting", size=len(instances), error=failed.error.message
+                )
+                middle = len(instances) // 2
+                left = await self.run(target, signature, instances[:middle])
+                return left + await self.run(target, signature, instances[middle:])
+            state = failed.state
+            return [
+                Failure(failed.error, state.made, state.first_ms, state.last_ms) for _ in instances
+            ]
+        model_ms = (time.perf_counter() - started) * 1000
+        return [
+            Success(outputs, prediction.version, state.made, model_ms)
+            for outputs in prediction.outputs
+        ]
+
+    async def _call(
+        self, target: Target, signature: Signature, instances: Sequence[Instance]
+    ) -> tuple[Prediction, _CallState]:
+        state = _CallState()
+        policy = self._policy
+
+        def stop(_: RetryCallState) -> bool:
+            return state.counted >= policy.max_attempts
+
+        def wait(_: RetryCallState) -> float:
+            # After an outage the prober already waited; retry at once.
+            return 0.0 if state.outage else policy.backoff(state.counted)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_retriable), stop=stop, wait=wait, reraise=True
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    state.made += 1
+                    state.last_ms = int(time.time() * 1000)
+                    state.first_ms = state.first_ms or state.last_ms
+                    try:
+                        return await self._client.predict(target, signature, instances), state
+                    except ModelCallError as exc:
+                        state.outage = exc.retriable and await self._health.hold_if_down()
+                        if not state.outage:
+                            state.counted += 1
+                        if exc.retriable and not stop(attempt.retry_state):
+                            log.debug("retrying", target=str(target), error=exc.message)
+                        raise
+        except ModelCallError as exc:
+            raise CallFailedError(exc, state) from exc
+        raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
