@@ -32,7 +32,9 @@ def instances(amounts: Sequence[float]) -> list[Instance]:
 
 
 def predictor(client: FakeModelClient) -> tuple[Predictor, ServerHealth]:
-    health = ServerHealth(client.is_ready, initial_backoff_s=0.001, max_backoff_s=0.005)
+    health = ServerHealth(
+        lambda: client.is_ready(TARGET), initial_backoff_s=0.001, max_backoff_s=0.005
+    )
     return Predictor(client, health, POLICY), health
 
 
