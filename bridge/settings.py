@@ -186,11 +186,22 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings(**file_values)
     except ValidationError as exc:
-        problems = []
+        problems: list[str] = []
         for error in exc.errors():
-            name = env_name(tuple(p for p in error["loc"] if isinstance(p, str)))
-            problems.append(f"{name}: {error['msg']}")
+            path = tuple(p for p in error["loc"] if isinstance(p, str))
+            problems.extend(f"{name}: {error['msg']}" for name in _missing_names(path, error))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+
+
+def _missing_names(path: tuple[str, ...], error: Any) -> list[str]:
+    """A whole missing section is reported as the required settings inside it."""
+    if error["type"] == "missing" and len(path) == 1:
+        section = Settings.model_fields[path[0]].annotation
+        if isinstance(section, type) and issubclass(section, _Section):
+            required = [n for n, f in section.model_fields.items() if f.is_required()]
+            if required:
+                return [env_name((*path, name)) for name in required]
+    return [env_name(path)]
 
 
 def describe_settings() -> Iterator[tuple[str, str, str]]:

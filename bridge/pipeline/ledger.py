@@ -51,6 +51,7 @@ class PartitionLedger(Generic[T]):
         self._slots: deque[Slot[T]] = deque()
         self._next_to_send = 0  # index into _slots of the first slot not yet SENT
         self._committable: int | None = None
+        self.committed: int | None = None  # last offset the group accepted, kept by the committer
 
     def __len__(self) -> int:
         """Slots not yet acknowledged (pending work)."""

@@ -1,0 +1,64 @@
+"""``bridge`` command line: ``bridge run`` starts the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.settings import SettingsError, describe_settings, load_settings
+
+
+def _settings_epilog() -> str:
+    lines = ["settings (environment variables; a TOML --config file may set the same keys):", ""]
+    for name, default, description in describe_settings():
+        lines.append(f"  {name}")
+        lines.append(f"      {description} [default: {default}]")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="Kafka -> TensorFlow Serving -> Kafka, at-least-once."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="consume events, call the model, write results and failures",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", type=Path, help="TOML file with settings (env overrides it)")
+    return parser
+
+
+def _run(config: Path | None) -> int:
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
+    # Imported after the settings are valid: a bad setting fails fast, without the Kafka stack.
+    from bridge.app import Bridge
+    from bridge.logs import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
+
+    async def serve() -> int:
+        # Built inside the loop: grpc.aio channels bind to the loop they are made in.
+        return await Bridge(settings).run()
+
+    return asyncio.run(serve())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args.config)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""aiokafka consumer and producer, built from the settings in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from bridge.settings import KafkaSettings
+
+
+def _connection(kafka: KafkaSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context()
+    if kafka.sasl_mechanism is not None:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return options
+
+
+def make_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **_connection(kafka),
+        group_id=kafka.group_id,
+        # Offsets are committed only after the output record is acknowledged.
+        enable_auto_commit=False,
+        auto_offset_reset=kafka.auto_offset_reset,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=max(kafka.session_timeout_ms // 3, 100),
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
+    )
+
+
+def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **_connection(kafka),
+        acks="all",
+        linger_ms=kafka.producer_linger_ms,
+        compression_type=None
+        if kafka.producer_compression == "none"
+        else kafka.producer_compression,
+        # Idempotence would also need InitProducerId, which the dev broker lacks; aiokafka
+        # keeps one request in flight per partition, so order holds without it.
+        enable_idempotence=False,
+    )
