@@ -1,0 +1,218 @@
+"""The real parts as processes: a model server (``python -m serving``) and bridges.
+
+Used by the integration tests, ``make demo`` and ``make bench``. Everything binds
+to 127.0.0.1 on free ports, waits for readiness by polling (never a fixed sleep),
+writes its output to a log file (a full pipe never blocks a process), and is
+stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bridge.dev.broker import free_port
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
+DEMO_MODELS = REPO / "serving" / "models"
+SERVER_START_TIMEOUT_S = 120.0  # TensorFlow's import and the first load take seconds
+BRIDGE_START_TIMEOUT_S = 60.0
+
+
+def local_models_config(source: Path, destination: Path, models_root: Path = DEMO_MODELS) -> Path:
+    """A copy of a sidecar models.config whose ``/models/...`` paths point at ``models_root``."""
+    text = source.read_text().replace('"/models/', f'"{models_root}/')
+    destination.write_text(text)
+    return destination
+
+
+class ModelServer:
+    """``python -m serving`` with TF Serving's flags on free loopback ports."""
+
+    def __init__(self, flags: Sequence[str], log_path: Path, models: Sequence[str]) -> None:
+        self.flags = list(flags)
+        self.log_path = log_path
+        self.models = list(models)
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{HOST}:{self.rest_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> ModelServer:
+        """Start (or restart, on the same ports) and wait until every model is AVAILABLE."""
+        command = [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--host={HOST}",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            *self.flags,
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.rest_url, timeout=2) as client:
+            while not all(self._available(client, name) for name in self.models):
+                if self.process is None or self.process.poll() is not None:
+                    raise RuntimeError(f"model server exited:\n{self.output()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"model server not ready in {timeout_s} s:\n{self.output()}")
+                time.sleep(0.05)
+
+    @staticmethod
+    def _available(client: httpx.Client, model: str) -> bool:
+        try:
+            response = client.get(f"/v1/models/{model}")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and '"AVAILABLE"' in response.text
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> int | None:
+        return _stop(self.process)
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class BridgeProcess:
+    """``python -m bridge run`` configured by environment variables."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> BridgeProcess:
+        env = {**os.environ, "BRIDGE_LOG__FORMAT": "json", "PYTHONUNBUFFERED": "1", **self.env}
+        self.started_at = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_for_log(self, event: str, timeout_s: float = BRIDGE_START_TIMEOUT_S) -> None:
+        """Wait until the bridge logged ``event`` (e.g. "partitions_assigned")."""
+        needle = f'"event":"{event}"'
+        deadline = time.monotonic() + timeout_s
+        while needle not in self.log_path.read_text(errors="replace"):
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"bridge exited waiting for {event}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bridge did not log {event} in {timeout_s} s:\n{self.output()}")
+            time.sleep(0.02)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM: the bridge finishes its work, commits and exits 0."""
+        return _stop(self.process, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; nothing is flushed or committed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> int | None:
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def bridge_env(
+    bootstrap: str,
+    topics: tuple[str, str, str],
+    server: ModelServer,
+    *,
+    model: str = "fraud",
+    protocol: str = "grpc",
+    group: str = "tfs-bridge",
+    **settings: str,
+) -> dict[str, str]:
+    """The environment for one bridge; ``settings`` are extra ``BRIDGE_...`` variables."""
+    source, results, failures = topics
+    return {
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "BRIDGE_KAFKA__GROUP_ID": group,
+        "BRIDGE_TOPICS__INPUT": source,
+        "BRIDGE_TOPICS__RESULTS": results,
+        "BRIDGE_TOPICS__FAILURES": failures,
+        "BRIDGE_SERVING__PROTOCOL": protocol,
+        "BRIDGE_SERVING__GRPC_TARGET": server.grpc_target,
+        "BRIDGE_SERVING__REST_URL": server.rest_url,
+        "BRIDGE_MODEL__NAME": model,
+        **settings,
+    }
+
+
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 3) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+def create_topics_sync(bootstrap: str, names: Sequence[str], partitions: int = 3) -> None:
+    asyncio.run(create_topics(bootstrap, names, partitions))
