@@ -64,7 +64,7 @@ def spoil(event: dict[str, object], kind: str) -> bytes:
 
 def payments(count: int, seed: int = 7, malformed_every: int = 0) -> Iterator[Payment]:
     """``count`` payments; every ``malformed_every``-th one (if > 0) is malformed."""
-    rng = random.Random(seed)  # noqa: S311 - synthetic data, not crypto
+    rng = random.Random(seed)
     for index in range(count):
         event = payment(rng, index)
         key = str(event["card"]).encode()
