@@ -13,7 +13,7 @@ GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit serve models proto lint clean
+.PHONY: help venv test test-unit serve models proto lint demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ serve: $(STAMP) $(MODELS) $(LOCAL_CONFIG) ## Start the local TF Serving-compatib
 	    --model_config_file=$(LOCAL_CONFIG) --allow_version_labels_for_unavailable_models \
 	    --enable_batching --batching_parameters_file=serving/batching.config \
 	    --monitoring_config_file=serving/monitoring.config
+
+demo: $(STAMP) $(MODELS) ## Run everything end to end on one machine and print a summary
+	$(PY) -m bridge.dev.demo
+
+bench: $(STAMP) $(MODELS) ## Measure the bridge beside its two limits (direct calls, pass-through)
+	$(PY) -m bridge.dev.bench
 
 proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
 	$(PY) proto/generate.py

@@ -192,6 +192,10 @@ class Bridge:
             )
             self.consumer = make_consumer(settings.kafka)
             self.consumer.subscribe([settings.topics.input], listener=_Rebalance(self, batcher))
+            # Everything before this line is the bridge's own start; what follows until
+            # "partitions_assigned" is the group join, whose wait the broker decides
+            # (Apache Kafka: group.initial.rebalance.delay.ms; Tansu: half the session timeout).
+            log.info("joining_group", group=settings.kafka.group_id, topic=settings.topics.input)
             await self.consumer.start()
             try:
                 await self._pipeline(batcher)

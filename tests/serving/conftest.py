@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from toy_models import ModelStore
+from tests.serving.toy_models import ModelStore
 
 
 @pytest.fixture(scope="session")

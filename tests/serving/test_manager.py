@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
-from toy_models import ModelStore
+from tests.serving.toy_models import ModelStore
 
 from serving.errors import ServingError
 from serving.manager import ModelManager

@@ -1,0 +1,95 @@
+"""Result records carry the outputs and provenance; failure records are replayable."""
+
+from __future__ import annotations
+
+import orjson
+
+from bridge.errors import InputShapeError, RejectedInputError
+from bridge.kafka.records import RecordBuilder, Source
+from bridge.pipeline.outcomes import Failure, Success
+from bridge.serving.client import Target
+
+SOURCE = Source(
+    topic="payments",
+    partition=4,
+    offset=1234,
+    timestamp=1_700_000_000_000,
+    key=b"card-1",
+    value=b'{"amount": "x"}',
+    headers=[("trace", b"\x00\x01"), ("trace", b"again")],
+)
+BUILDER = RecordBuilder(
+    "results", "failures", {"results": 3, "failures": 2}, Target("fraud", label="stable"), "grpc"
+)
+
+
+def test_result_record() -> None:
+    record = BUILDER.result(
+        SOURCE,
+        Success({"p": 0.25, "flagged": False}, version=2, attempts=1, model_ms=3.0),
+        {"id": "tx-1"},
+        {"model_ms": 3.0, "bridge_ms": 4.12345},
+    )
+    assert (record.topic, record.partition, record.key) == ("results", 4 % 3, b"card-1")
+    assert record.headers == list(SOURCE.headers)
+    body = orjson.loads(record.value or b"")
+    assert body == {
+        "outputs": {"p": 0.25, "flagged": False},
+        "model": {
+            "name": "fraud",
+            "signature": "serving_default",
+            "target": "fraud@stable",
+            "version": 2,
+        },
+        "source": {
+            "topic": "payments",
+            "partition": 4,
+            "offset": 1234,
+            "timestamp": 1_700_000_000_000,
+        },
+        "fields": {"id": "tx-1"},
+        "timings": {"model_ms": 3.0, "bridge_ms": 4.123},
+    }
+
+
+def test_failure_record_is_the_original_plus_why() -> None:
+    record = BUILDER.failure(
+        SOURCE, Failure(InputShapeError("field 'pca' has shape [5]"), attempts=0)
+    )
+    assert (record.topic, record.partition) == ("failures", 0)
+    assert record.key == SOURCE.key and record.value == SOURCE.value
+    assert record.headers[:2] == list(SOURCE.headers)
+    why = {name: value.decode() for name, value in record.headers[2:]}
+    assert why == {
+        "__connect.errors.topic": "payments",
+        "__connect.errors.partition": "4",
+        "__connect.errors.offset": "1234",
+        "__connect.errors.class.name": "bridge.errors.InputShapeError",
+        "__connect.errors.exception.message": "field 'pca' has shape [5]",
+        "__bridge.errors.reason": "wrong_shape",
+        "__bridge.errors.retriable": "false",
+        "__bridge.errors.attempts": "0",
+        "__bridge.errors.model.name": "fraud",
+        "__bridge.errors.model.label": "stable",
+        "__bridge.errors.model.signature": "serving_default",
+    }
+
+
+def test_failure_of_a_model_call_names_status_and_attempt_times() -> None:
+    error = RejectedInputError("Expects arg[0] to be float", grpc_status="INVALID_ARGUMENT")
+    record = BUILDER.failure(
+        SOURCE, Failure(error, attempts=3, first_attempt_ms=10, last_attempt_ms=99)
+    )
+    why = dict(record.headers[2:])
+    assert why["__bridge.errors.grpc.status"] == b"INVALID_ARGUMENT"
+    assert why["__bridge.errors.protocol"] == b"grpc"
+    assert why["__bridge.errors.attempts"] == b"3"
+    assert why["__bridge.errors.first.attempt.ms"] == b"10"
+    assert why["__bridge.errors.last.attempt.ms"] == b"99"
+    assert "__bridge.errors.http.status" not in why
+
+
+def test_a_failed_tombstone_stays_a_tombstone() -> None:
+    tombstone = Source("payments", 0, 1, None, b"k", None, [])
+    record = BUILDER.failure(tombstone, Failure(InputShapeError("x"), attempts=0))
+    assert record.value is None
