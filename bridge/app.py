@@ -251,6 +251,7 @@ class Bridge:
                         slot.resolve(Failure(exc, attempts=0))
                         self.dirty.add(tp)
                         continue
+                    slot.context = instance.copied
                     for batch in batcher.add(Pending(tp, slot, instance), instance.shape_key, now):
                         self.queue.put_nowait(batch)
             due = batcher.take_due(loop.time())
@@ -359,8 +360,7 @@ class Bridge:
                 "model_ms": outcome.model_ms,
                 "bridge_ms": (now - fetched) * 1000,
             }
-            copied = _copied(record.value, self.settings.model.copy_fields)
-            return self.records.result(source, outcome, copied, timings)
+            return self.records.result(source, outcome, slot.context or {}, timings)
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         self.counts["failures"] += 1
         if self.settings.log.payloads:
@@ -463,14 +463,6 @@ class Bridge:
             handed_back=pending,
             **self.counts,
         )
-
-
-def _copied(value: bytes | None, fields: Iterable[str]) -> dict[str, Any]:
-    fields = list(fields)
-    if not fields or value is None:
-        return {}
-    event = parse_event(value, max_bytes=len(value))
-    return {name: event[name] for name in fields if name in event}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

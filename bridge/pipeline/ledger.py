@@ -36,6 +36,8 @@ class Slot(Generic[T]):
     state: SlotState = SlotState.WAITING
     # Filled in by the pipeline as the record moves along (for timings).
     times: dict[str, float] = field(default_factory=dict)
+    # What the pipeline carries from consume to produce (e.g. copied event fields).
+    context: Any = None
 
     def resolve(self, outcome: T) -> None:
         if self.state is not SlotState.WAITING:
