@@ -1,15 +1,16 @@
 """The bridge's lifecycle: start, the consume -> predict -> produce loop, shutdown.
 
-    consume loop ──instances──> Batcher ──batches──> queue ──> N workers (Predictor)
-         │                                                          │ outcomes
-         └── per-partition PartitionLedger <── resolve ─────────────┘
+    consume ─route─> Lane(batcher) ──batches──> queue ──> N workers (Predictor)
+       │                                                      │ outcomes
+       └── PartitionLedger per partition <──── resolve ───────┘
                       │ ready slots, in offset order
-                   emitter ──> producer ──ack──> ledger ──> committer ──> commit
+                Delivery: emitter ──> producer ──ack──> committer ──> commit
 
-One task consumes, ``batch.max_in_flight`` workers call the model, one emitter
-hands outputs to the producer in offset order, one committer commits what Kafka
-acknowledged. Shutdown: stop fetching -> finish or hand back work in flight ->
-flush the producer -> commit -> close.
+One task consumes and routes, ``batch.max_in_flight`` workers call the model, one
+emitter hands outputs to the producer in offset order, one committer commits what
+Kafka acknowledged; a follower of the control topic swaps routes, and shadow
+traffic has its own bounded lane that nothing waits for. Shutdown: stop fetching
+-> finish or hand back work in flight -> flush the producer -> commit -> close.
 """
 
 from __future__ import annotations
@@ -17,26 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
 
-from bridge.errors import EventError, ModelCallError
+from bridge.control import RoutesFollower
+from bridge.errors import EventError
 from bridge.kafka.clients import make_consumer, make_producer
+from bridge.kafka.delivery import Delivery
 from bridge.kafka.records import OutputRecord, RecordBuilder, Source
-from bridge.pipeline.batcher import Batcher
+from bridge.lanes import Lanes, Pending, RoutesRejectedError, initial_routes
 from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.instances import Instance, InstanceBuilder, parse_event
-from bridge.pipeline.ledger import PartitionLedger, Slot
+from bridge.pipeline.instances import parse_event
+from bridge.pipeline.ledger import Slot
 from bridge.pipeline.outcomes import Failure, Outcome, Success
 from bridge.pipeline.predictor import Predictor, RetryPolicy
+from bridge.pipeline.routing import Routes
 from bridge.serving.client import ModelClient, Target
-from bridge.serving.signature import Signature
 from bridge.settings import Settings
+from bridge.shadow import ShadowMirror
 
 log = structlog.get_logger("bridge")
 
@@ -44,16 +46,7 @@ IDLE_POLL_MS = 200  # longest a poll waits when no batch is open (bounds stop la
 
 
 class StartupError(Exception):
-    """The bridge cannot start (bad signature, missing topic); the message says why."""
-
-
-@dataclass(slots=True)
-class Pending:
-    """An instance on its way to the model, with the slot its outcome goes to."""
-
-    tp: TopicPartition
-    slot: Slot[Outcome]
-    instance: Instance
+    """The bridge cannot start (no such model or label, missing topic); the message says why."""
 
 
 def make_client(settings: Settings) -> ModelClient:
@@ -75,16 +68,13 @@ def make_client(settings: Settings) -> ModelClient:
 class Bridge:
     def __init__(self, settings: Settings, client: ModelClient | None = None) -> None:
         self.settings = settings
-        self.target = Target(
-            settings.model.name,
-            settings.model.label,
-            settings.model.version,
-            settings.model.signature,
-        )
         self.client = client or make_client(settings)
         retry = settings.retry
+        model_only = Target(settings.model.name)
+        # Liveness of the server, not of one version: a pinned version that is gone
+        # must fail its events (bounded), not pause the whole bridge.
         self.health = ServerHealth(
-            lambda: self.client.is_ready(self.target),
+            lambda: self.client.is_ready(model_only),
             retry.initial_backoff_ms / 1000,
             retry.probe_max_backoff_ms / 1000,
         )
@@ -92,23 +82,23 @@ class Bridge:
             self.client,
             self.health,
             RetryPolicy(
-                retry.max_attempts, retry.initial_backoff_ms / 1000, retry.max_backoff_ms / 1000
+                retry.max_attempts,
+                retry.initial_backoff_ms / 1000,
+                retry.max_backoff_ms / 1000,
+                retry.not_found_timeout_ms / 1000,
             ),
         )
+        self.lanes = Lanes(self.client, settings, self.health.wait_up)
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
-        self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
         self.queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
-        self.dirty: set[TopicPartition] = set()
-        self.wake_emitter = asyncio.Event()
-        self.progress = asyncio.Event()  # set on every ack; drains wait on it
         self.paused = False
         self.counts = {"events": 0, "results": 0, "failures": 0}
-        self.signature: Signature | None = None
-        self.builder: InstanceBuilder | None = None
         self.records: RecordBuilder | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.delivery: Delivery | None = None
+        self.shadow: ShadowMirror | None = None
+        self.follower: RoutesFollower | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- start ---------------------------------------------------------------------------
 
@@ -118,14 +108,15 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig.name)
         try:
-            signature = await self._wait_for_signature()
-            if signature is None:
+            if not await self._open_lanes():
                 return 0
-            await self._serve(signature)
+            await self._serve()
         except StartupError as exc:
             log.error("cannot_start", reason=str(exc))  # noqa: TRY400 - expected; no traceback
             return 2
         finally:
+            if self.follower is not None:
+                await self.follower.stop()
             await self.health.close()
             await self.client.aclose()
         if self.fatal is not None:
@@ -138,48 +129,77 @@ class Bridge:
             log.info("stopping", signal=why)
         self.stop.set()
 
-    async def _wait_for_signature(self) -> Signature | None:
-        """The target's signature; while the server is down or not ready, hold and retry."""
-        delay = self.settings.retry.initial_backoff_ms / 1000
-        while not self.stop.is_set():
-            try:
-                signature = await self.client.get_signature(self.target)
-            except ModelCallError as exc:
-                if not exc.retriable:
-                    raise StartupError(f"{self.target}: {exc.message}") from exc
-                log.warning("waiting_for_model", target=str(self.target), error=exc.message)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), delay)
-                delay = min(delay * 2, self.settings.retry.probe_max_backoff_ms / 1000)
-                continue
-            log.info(
-                "model_signature",
-                target=str(self.target),
-                version=signature.version,
-                inputs={k: [v.dtype.tf_name, v.shape] for k, v in signature.inputs.items()},
-                outputs=sorted(signature.outputs),
-            )
-            return signature
-        return None
+    def _fail(self, error: BaseException) -> None:
+        self.fatal = self.fatal or error
+        self.stop.set()
 
-    async def _serve(self, signature: Signature) -> None:
+    async def _open_lanes(self) -> bool:
+        """Routes from the control topic (or the settings), checked against the server."""
         settings = self.settings
-        self.signature = signature
-        self.builder = InstanceBuilder(
-            signature, settings.model.input_map, settings.model.copy_fields
-        )
-        max_size = settings.batch.max_size
-        if max_size > 1 and not signature.batchable:
-            log.warning("signature_not_batchable", action="sending one event per request")
-            max_size = 1
-        batcher: Batcher[Pending] = Batcher(max_size, settings.batch.max_wait_ms / 1000)
+        try:
+            routes = initial_routes(settings)
+            if settings.topics.control:
+                self.follower = RoutesFollower(
+                    settings.kafka,
+                    settings.topics.control,
+                    settings.model.name,
+                    settings.model.signature,
+                    self._on_routes,
+                )
+                await self.follower.start()  # applies what the topic holds, if anything
+            if self.lanes.routes is None:
+                main, shadow = await self._prepare(routes)
+                self.lanes.apply(routes, main, shadow)
+        except RoutesRejectedError as exc:
+            raise StartupError(str(exc)) from exc
+        except asyncio.CancelledError:
+            return False
+        return not self.stop.is_set()
 
-        self.producer = make_producer(settings.kafka)
-        await self.producer.start()
+    async def _prepare(self, routes: Routes) -> tuple[Any, Any]:
+        """Lanes for ``routes``; while the server is down this holds (and SIGTERM ends it)."""
+        preparing = asyncio.ensure_future(self.lanes.prepare(routes, self.stop))
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not preparing.done():
+            preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await preparing
+            raise asyncio.CancelledError
+        return preparing.result()
+
+    async def _on_routes(self, routes: Routes | None) -> None:
+        """New routes from the control topic: check them, then switch; or keep the old ones."""
+        routes = routes or initial_routes(self.settings)
+        if routes.model != self.settings.model.name:
+            return
+        if routes.shadow is not None and not self.settings.topics.shadow:
+            log.error("routes_rejected", reason="a shadow target needs BRIDGE_TOPICS__SHADOW")
+            return
+        try:
+            main, shadow = await self._prepare(routes)
+        except RoutesRejectedError as exc:
+            log.error(  # noqa: TRY400 - an operator's mistake, not a bug: no traceback
+                "routes_rejected",
+                routes=routes.describe(),
+                reason=str(exc),
+                keeping=self.lanes.routes.describe() if self.lanes.routes else None,
+            )
+            return
+        for batch in self.lanes.apply(routes, main, shadow):
+            self.dispatch(batch)
+
+    async def _serve(self) -> None:
+        settings = self.settings
+        producer = make_producer(settings.kafka)
+        await producer.start()
         try:
             counts = {}
-            for topic in (settings.topics.results, settings.topics.failures):
-                partitions = await self.producer.partitions_for(topic)
+            for topic in filter(
+                None, (settings.topics.results, settings.topics.failures, settings.topics.shadow)
+            ):
+                partitions = await producer.partitions_for(topic)
                 if not partitions:
                     raise StartupError(f"topic {topic} has no partitions (does it exist?)")
                 counts[topic] = len(partitions)
@@ -187,47 +207,63 @@ class Bridge:
                 settings.topics.results,
                 settings.topics.failures,
                 counts,
-                self.target,
                 settings.serving.protocol,
+                settings.topics.shadow,
             )
-            self.consumer = make_consumer(settings.kafka)
-            self.consumer.subscribe([settings.topics.input], listener=_Rebalance(self, batcher))
+            consumer = make_consumer(settings.kafka)
+            self.delivery = Delivery(consumer, producer, self._output, self._fail)
+            if settings.topics.shadow:
+                self.shadow = ShadowMirror(
+                    self.client, producer, self.records, capacity=settings.batch.max_in_flight * 4
+                )
+            consumer.subscribe([settings.topics.input], listener=_Rebalance(self))
             # Everything before this line is the bridge's own start; what follows until
             # "partitions_assigned" is the group join, whose wait the broker decides
             # (Apache Kafka: group.initial.rebalance.delay.ms; Tansu: half the session timeout).
             log.info("joining_group", group=settings.kafka.group_id, topic=settings.topics.input)
-            await self.consumer.start()
+            await consumer.start()
             try:
-                await self._pipeline(batcher)
+                await self._pipeline(consumer, producer)
             finally:
-                await self.consumer.stop()
+                await consumer.stop()
         finally:
-            await self.producer.stop()
+            await producer.stop()
 
-    async def _pipeline(self, batcher: Batcher[Pending]) -> None:
+    async def _pipeline(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        assert self.delivery is not None  # noqa: S101 - set in _serve
+        delivery = self.delivery
         tasks = [
             asyncio.create_task(self._worker(), name=f"worker-{i}")
             for i in range(self.settings.batch.max_in_flight)
         ]
-        emitter = asyncio.create_task(self._emitter(), name="emitter")
-        committer = asyncio.create_task(self._committer(), name="committer")
+        tasks.append(
+            asyncio.create_task(
+                delivery.run_committer(self.settings.delivery.commit_interval_ms / 1000),
+                name="committer",
+            )
+        )
+        if self.follower is not None:
+            tasks.append(asyncio.create_task(self.follower.run(), name="routes-follower"))
+        if self.shadow is not None:
+            tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
+        emitter = asyncio.create_task(delivery.run_emitter(), name="emitter")
         try:
-            await self._consume(batcher)
+            await self._consume(consumer)
         finally:
-            await self._shutdown(batcher, tasks, emitter, committer)
+            await self._shutdown(tasks, emitter)
 
     # -- consume ---------------------------------------------------------------------------
 
-    async def _consume(self, batcher: Batcher[Pending]) -> None:
-        assert self.consumer is not None and self.builder is not None  # noqa: S101 - set in _serve
-        consumer, builder = self.consumer, self.builder
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        assert self.delivery is not None  # noqa: S101 - set in _serve
+        delivery, lanes = self.delivery, self.lanes
         loop = asyncio.get_running_loop()
         max_bytes = self.settings.model.max_event_bytes
         max_pending = self.settings.batch.max_pending
         first = True
         while not self.stop.is_set():
-            room = self._backpressure(max_pending)
-            deadline = batcher.deadline()
+            room = self._backpressure(consumer, max_pending)
+            deadline = lanes.deadline()
             timeout_ms = (
                 IDLE_POLL_MS if deadline is None else max(0, int((deadline - loop.time()) * 1000))
             )
@@ -236,43 +272,69 @@ class Bridge:
                 max_records=max(1, min(room, self.settings.kafka.fetch_max_records)),
             )
             now = loop.time()
+            routes = lanes.routes
+            assert routes is not None  # noqa: S101 - applied before consuming
             for tp, records in fetched.items():
                 if first:
                     log.info("consuming", topic=tp.topic)
                     first = False
-                ledger = self.ledgers.setdefault(tp, PartitionLedger())
+                ledger = delivery.ledger(tp)
                 for record in records:
                     self.counts["events"] += 1
                     slot: Slot[Outcome] = ledger.add(record.offset, record)
                     slot.times["fetched"] = now
+                    position = (record.topic, record.partition, record.offset)
+                    lane = lanes.lane_for(routes.choose(record.key, position))
+                    slot.context = (lane, None)
                     try:
-                        instance = builder.build(parse_event(record.value, max_bytes))
+                        event = parse_event(record.value, max_bytes)
+                        instance = lane.builder.build(event)
                     except EventError as exc:
                         slot.resolve(Failure(exc, attempts=0))
-                        self.dirty.add(tp)
+                        delivery.resolved(tp)
                         continue
-                    slot.context = instance.copied
-                    for batch in batcher.add(Pending(tp, slot, instance), instance.shape_key, now):
-                        self.queue.put_nowait(batch)
-            due = batcher.take_due(loop.time())
-            if due:
-                self.queue.put_nowait(due)
-            if self.dirty:
-                self.wake_emitter.set()
+                    slot.context = (lane, instance.copied)
+                    pending = Pending(tp, slot, instance, lane, record)
+                    for batch in lane.batcher.add(pending, instance.shape_key, now):
+                        self.dispatch(batch)
+                    if lanes.shadow is not None and routes.shadowed(record.key, position):
+                        self._mirror(event, record, tp, now)
+            for batch in lanes.take_due(loop.time()):
+                self.dispatch(batch)
 
-    def _backpressure(self, max_pending: int) -> int:
+    def _mirror(self, event: dict[str, Any], record: Any, tp: TopicPartition, now: float) -> None:
+        """Shadow traffic: best effort, and it never touches the main record."""
+        lane = self.lanes.shadow
+        assert lane is not None  # noqa: S101 - checked by the caller
+        try:
+            instance = lane.builder.build(event)
+        except EventError:
+            return  # the shadow target cannot take this event; the main record is unaffected
+        for batch in lane.batcher.add(
+            Pending(tp, None, instance, lane, record), instance.shape_key, now
+        ):
+            self.dispatch(batch)
+
+    def dispatch(self, batch: list[Pending]) -> None:
+        if batch[0].slot is None:
+            if self.shadow is not None:
+                self.shadow.offer(batch)
+        else:
+            self.queue.put_nowait(batch)
+
+    def _backpressure(self, consumer: AIOKafkaConsumer, max_pending: int) -> int:
         """Pause every assigned partition while too much is pending or the server is down."""
-        assert self.consumer is not None  # noqa: S101 - set in _serve
-        pending = sum(len(ledger) for ledger in self.ledgers.values())
+        assert self.delivery is not None  # noqa: S101 - set in _serve
+        pending = self.delivery.pending()
         should_pause = pending >= max_pending or not self.health.up
-        assigned = self.consumer.assignment()
+        assigned = consumer.assignment()
         if should_pause:
             # Also pauses partitions assigned since the last pass.
-            self.consumer.pause(*assigned)
+            consumer.pause(*assigned)
             if not self.paused:
                 log.info("paused", pending=pending, server_up=self.health.up)
         elif self.paused:
-            self.consumer.resume(*assigned)
+            consumer.resume(*assigned)
             log.info("resumed", pending=pending)
         self.paused = should_pause
         return max(0, max_pending - pending)
@@ -280,68 +342,50 @@ class Bridge:
     # -- predict -----------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        assert self.signature is not None  # noqa: S101 - set in _serve
+        assert self.delivery is not None  # noqa: S101 - set in _serve
+        delivery = self.delivery
         loop = asyncio.get_running_loop()
         while True:
             batch = await self.queue.get()
+            lane = batch[0].lane
             started = loop.time()
             outcomes = await self.predictor.run(
-                self.target, self.signature, [pending.instance for pending in batch]
+                lane.target, lane.signature, [pending.instance for pending in batch]
             )
             failed = 0
-            versions: set[int | None] = set()
+            versions: set[int] = set()
             for pending, outcome in zip(batch, outcomes, strict=True):
-                pending.slot.times["dispatched"] = started
-                pending.slot.resolve(outcome)
-                self.dirty.add(pending.tp)
+                slot = pending.slot
+                assert slot is not None  # noqa: S101 - main lanes always carry a slot
+                slot.times["dispatched"] = started
+                slot.resolve(outcome)
+                delivery.resolved(pending.tp)
                 if isinstance(outcome, Failure):
                     failed += 1
-                else:
+                elif outcome.version is not None:
                     versions.add(outcome.version)
-            self.wake_emitter.set()
             log.info(
                 "batch",
                 size=len(batch),
                 failed=failed,
-                target=str(self.target),
-                versions=sorted(v for v in versions if v is not None),
+                model=lane.target.model,
+                route=lane.name,
+                versions=sorted(versions),
                 ms=round((loop.time() - started) * 1000, 3),
             )
+            for version in versions:
+                if version != lane.signature.version:
+                    self._in_background(self.lanes.refresh(lane, version))
 
-    # -- produce and commit -------------------------------------------------------------------
-
-    async def _emitter(self) -> None:
-        """The only task that hands records to the producer: offset order per partition."""
-        assert self.producer is not None  # noqa: S101 - set in _serve
-        while True:
-            await self.wake_emitter.wait()
-            self.wake_emitter.clear()
-            await self._emit_ready()
-
-    async def _emit_ready(self) -> None:
-        assert self.producer is not None  # noqa: S101 - set in _serve
-        loop = asyncio.get_running_loop()
-        while self.dirty:
-            tp = self.dirty.pop()
-            ledger = self.ledgers.get(tp)
-            if ledger is None:
-                continue  # handed back in a rebalance: its outputs are not ours to write
-            for slot in ledger.take_ready():
-                output = self._output(slot, loop.time())
-                future = await self.producer.send(
-                    output.topic,
-                    output.value,
-                    key=output.key,
-                    partition=output.partition,
-                    headers=output.headers,
-                )
-                future.add_done_callback(
-                    lambda fut, ledger=ledger, slot=slot: self._on_ack(fut, ledger, slot)
-                )
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)  # a reference, or the loop may drop the task
+        task.add_done_callback(self._background.discard)
 
     def _output(self, slot: Slot[Outcome], now: float) -> OutputRecord:
         assert self.records is not None  # noqa: S101 - set in _serve
         record: Any = slot.record
+        lane, copied = slot.context
         source = Source(
             record.topic,
             record.partition,
@@ -360,129 +404,55 @@ class Bridge:
                 "model_ms": outcome.model_ms,
                 "bridge_ms": (now - fetched) * 1000,
             }
-            return self.records.result(source, outcome, slot.context or {}, timings)
+            return self.records.result(
+                source, outcome, lane.name, lane.target, copied or {}, timings
+            )
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         self.counts["failures"] += 1
         if self.settings.log.payloads:
             log.info(
                 "failure", offset=record.offset, reason=outcome.error.reason, value=record.value
             )
-        return self.records.failure(source, outcome)
+        return self.records.failure(source, outcome, lane.name, lane.target)
 
-    def _on_ack(
-        self, future: asyncio.Future[Any], ledger: PartitionLedger[Outcome], slot: Slot[Outcome]
-    ) -> None:
-        if future.cancelled() or future.exception() is not None:
-            # The output could not be written: stop without committing it (replayed on restart).
-            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
-            if self.fatal is None:
-                log.error("produce_failed", offset=slot.offset, error=repr(error))
-                self.fatal = error
-            self.stop.set()
-            return
-        ledger.ack(slot)
-        self.progress.set()
+    # -- shutdown ---------------------------------------------------------------------------
 
-    async def _committer(self) -> None:
-        interval = self.settings.delivery.commit_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            await self.commit()
-
-    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Commit, for each partition, one past its last acknowledged output."""
-        assert self.consumer is not None  # noqa: S101 - set in _serve
-        chosen = (
-            self.ledgers
-            if partitions is None
-            else {tp: self.ledgers[tp] for tp in partitions if tp in self.ledgers}
-        )
-        offsets = {}
-        for tp, ledger in chosen.items():
-            offset = ledger.committable()
-            if offset is not None and offset != ledger.committed:
-                offsets[tp] = offset
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced: the new owner resumes from the last good commit.
-            log.warning("commit_rejected", error=str(exc), partitions=len(offsets))
-            return
-        except KafkaError as exc:
-            # Not committed; the next pass tries again with the same or later offsets.
-            log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
-            return
-        for tp, offset in offsets.items():
-            chosen[tp].committed = offset
-
-    # -- rebalance and shutdown ---------------------------------------------------------------
-
-    async def drain(self, partitions: Iterable[TopicPartition], timeout_s: float) -> bool:
-        """Wait until the partitions' work is all acknowledged; False on timeout."""
-        partitions = list(partitions)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while any(len(self.ledgers.get(tp, ())) for tp in partitions):
-            if self.fatal is not None:
-                return False
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self.progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.progress.wait(), remaining)
-        return True
-
-    async def _shutdown(
-        self,
-        batcher: Batcher[Pending],
-        workers: list[asyncio.Task[None]],
-        emitter: asyncio.Task[None],
-        committer: asyncio.Task[None],
-    ) -> None:
-        rest = batcher.take_all()
-        if rest:
-            self.queue.put_nowait(rest)
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], emitter: asyncio.Task[None]) -> None:
+        assert self.delivery is not None  # noqa: S101 - set in _serve
+        delivery = self.delivery
+        for batch in self.lanes.take_all():
+            self.dispatch(batch)
         grace = self.settings.delivery.shutdown_grace_ms / 1000
-        drained = await self.drain(list(self.ledgers), grace)
-        for task in (*workers, committer):
+        drained = await delivery.drain(list(delivery.ledgers), grace)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*workers, committer, return_exceptions=True)
-        with contextlib.suppress(KafkaError):
-            assert self.producer is not None  # noqa: S101 - set in _serve
-            await self.producer.flush()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await delivery.flush()
         emitter.cancel()
         await asyncio.gather(emitter, return_exceptions=True)
-        await self.commit()
-        pending = sum(len(ledger) for ledger in self.ledgers.values())
-        log.info(
-            "stopped",
-            drained=drained,
-            handed_back=pending,
-            **self.counts,
-        )
+        await delivery.commit()
+        log.info("stopped", drained=drained, handed_back=delivery.pending(), **self.counts)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Revoked partitions: finish their work within a bound, commit, hand back the rest."""
 
-    def __init__(self, bridge: Bridge, batcher: Batcher[Pending]) -> None:
+    def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
-        self._batcher = batcher
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         bridge = self._bridge
-        mine = [tp for tp in revoked if tp in bridge.ledgers]
+        delivery = bridge.delivery
+        if delivery is None:
+            return
+        mine = [tp for tp in revoked if tp in delivery.ledgers]
         if not mine:
             return
-        rest = self._batcher.take_all()
-        if rest:
-            bridge.queue.put_nowait(rest)
-        drained = await bridge.drain(mine, bridge.settings.delivery.rebalance_drain_ms / 1000)
-        await bridge.commit(mine)
-        handed_back = sum(len(bridge.ledgers.pop(tp)) for tp in mine)
+        for batch in bridge.lanes.take_all():
+            bridge.dispatch(batch)
+        drained = await delivery.drain(mine, bridge.settings.delivery.rebalance_drain_ms / 1000)
+        await delivery.commit(mine)
+        handed_back = delivery.hand_back(mine)
         log.info(
             "partitions_revoked",
             partitions=sorted(tp.partition for tp in mine),

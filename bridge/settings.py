@@ -59,6 +59,10 @@ class TopicsSettings(_Section):
     input: str = Field(description="Topic the events are read from")
     results: str = Field(description="Topic the result records are written to")
     failures: str = Field(description="Dead-letter topic for the failure records")
+    control: str | None = Field(
+        None, description="Compacted topic the routes are read from (unset: routes are fixed)"
+    )
+    shadow: str | None = Field(None, description="Topic for shadow results (needed with a shadow)")
 
 
 class ServingSettings(_Section):
@@ -68,6 +72,10 @@ class ServingSettings(_Section):
     timeout_ms: int = Field(5_000, gt=0, description="Deadline of one model call")
     connect_timeout_ms: int = Field(1_000, gt=0, description="REST connect timeout")
     max_message_mb: int = Field(256, gt=0, description="gRPC send/receive message limit")
+    models_config: Path | None = Field(
+        None,
+        description="The models.config the server was started with (for bridge serving ...)",
+    )
 
 
 class ModelSettings(_Section):
@@ -86,11 +94,26 @@ class ModelSettings(_Section):
     max_event_bytes: int = Field(
         1_048_576, gt=0, description="Larger events fail as oversize without a model call"
     )
+    routes: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            'Weighted targets, label or version number -> weight (JSON, e.g. {"stable": 90, '
+            '"canary": 10}); unset: the label or version above, else the latest version'
+        ),
+    )
+    shadow_target: str | None = Field(
+        None, description="Label or version that receives mirrored (shadow) traffic"
+    )
+    shadow_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of events mirrored to the shadow target"
+    )
 
     @model_validator(mode="after")
     def _label_or_version(self) -> ModelSettings:
         if self.label is not None and self.version is not None:
             raise ValueError("set BRIDGE_MODEL__LABEL or BRIDGE_MODEL__VERSION, not both")
+        if self.routes and (self.label is not None or self.version is not None):
+            raise ValueError("set BRIDGE_MODEL__ROUTES or a single LABEL/VERSION, not both")
         return self
 
 
@@ -113,6 +136,11 @@ class RetrySettings(_Section):
     max_backoff_ms: int = Field(2_000, gt=0, description="Cap of the retry delay")
     probe_max_backoff_ms: int = Field(
         2_000, gt=0, description="Cap of the delay between probes while the server is down"
+    )
+    not_found_timeout_ms: int = Field(
+        30_000,
+        ge=0,
+        description="How long a missing model/version/label is retried before events fail",
     )
 
 
@@ -153,6 +181,12 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     log: LogSettings = LogSettings()
 
+    @model_validator(mode="after")
+    def _shadow_needs_a_topic(self) -> Settings:
+        if self.model.shadow_target and self.model.shadow_fraction > 0 and not self.topics.shadow:
+            raise ValueError("a shadow target needs BRIDGE_TOPICS__SHADOW")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -164,6 +198,38 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment wins over the file (passed as init values), which wins over defaults.
         return (env_settings, init_settings)
+
+
+class OpsKafka(_Section):
+    bootstrap_servers: str | None = None
+
+
+class OpsTopics(_Section):
+    control: str | None = None
+
+
+class OpsServing(_Section):
+    protocol: Literal["grpc", "rest"] = "grpc"
+    grpc_target: str = "127.0.0.1:8500"
+    rest_url: str = "http://127.0.0.1:8501"
+    timeout_ms: int = Field(30_000, gt=0)
+    models_config: Path | None = None
+
+
+class OpsSettings(BaseSettings):
+    """What the operator commands (``bridge serving``, ``bridge routes``) read from BRIDGE_*.
+
+    Every field is optional here: a command names what it is missing. Other
+    sections of the service's settings are ignored.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="ignore"
+    )
+
+    kafka: OpsKafka = OpsKafka()
+    topics: OpsTopics = OpsTopics()
+    serving: OpsServing = OpsServing()
 
 
 class SettingsError(Exception):

@@ -51,3 +51,10 @@ def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
         # keeps one request in flight per partition, so order holds without it.
         enable_idempotence=False,
     )
+
+
+def make_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    """A consumer outside any group, for reading a whole topic (the control topic)."""
+    return AIOKafkaConsumer(
+        **_connection(kafka), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )

@@ -54,15 +54,18 @@ class RecordBuilder:
         results_topic: str,
         failures_topic: str,
         partition_counts: Mapping[str, int],
-        target: Target,
         protocol: str,
+        shadow_topic: str | None = None,
     ) -> None:
         self._results = results_topic
         self._failures = failures_topic
+        self._shadow = shadow_topic
         self._counts = partition_counts
-        self._target = target
         self._protocol = protocol
-        self._model = {"name": target.model, "signature": target.signature, "target": str(target)}
+
+    @property
+    def shadow_topic(self) -> str | None:
+        return self._shadow
 
     def _partition(self, topic: str, source: Source) -> int:
         # The source partition (mod the output's count): per-partition order carries over.
@@ -72,12 +75,17 @@ class RecordBuilder:
         self,
         source: Source,
         outcome: Success,
+        route: str,
+        target: Target,
         copied: Mapping[str, Any],
         timings: Mapping[str, float],
+        topic: str | None = None,
     ) -> OutputRecord:
+        """The result record (on the shadow topic when ``topic`` says so)."""
+        topic = topic or self._results
         body = {
             "outputs": outcome.outputs,
-            "model": {**self._model, "version": outcome.version},
+            "model": _model(target, route, outcome.version),
             "source": {
                 "topic": source.topic,
                 "partition": source.partition,
@@ -88,14 +96,37 @@ class RecordBuilder:
             "timings": {name: round(ms, 3) for name, ms in timings.items()},
         }
         return OutputRecord(
-            self._results,
-            self._partition(self._results, source),
+            topic,
+            self._partition(topic, source),
             source.key,
             orjson.dumps(body),
             list(source.headers),
         )
 
-    def failure(self, source: Source, outcome: Failure) -> OutputRecord:
+    def shadow_failure(
+        self, source: Source, outcome: Failure, route: str, target: Target
+    ) -> OutputRecord:
+        """A shadow call that failed: recorded on the shadow topic, nowhere else."""
+        if self._shadow is None:
+            raise ValueError("no shadow topic configured")
+        body = {
+            "error": {"reason": outcome.error.reason, "message": outcome.error.message},
+            "model": _model(target, route, None),
+            "source": {
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+            },
+        }
+        return OutputRecord(
+            self._shadow,
+            self._partition(self._shadow, source),
+            source.key,
+            orjson.dumps(body),
+            list(source.headers),
+        )
+
+    def failure(self, source: Source, outcome: Failure, route: str, target: Target) -> OutputRecord:
         error = outcome.error
         why: dict[str, str | int | None] = {
             CONNECT + "topic": source.topic,
@@ -108,10 +139,11 @@ class RecordBuilder:
             BRIDGE + "attempts": outcome.attempts,
             BRIDGE + "first.attempt.ms": outcome.first_attempt_ms,
             BRIDGE + "last.attempt.ms": outcome.last_attempt_ms,
-            BRIDGE + "model.name": self._target.model,
-            BRIDGE + "model.label": self._target.label,
-            BRIDGE + "model.version": self._target.version,
-            BRIDGE + "model.signature": self._target.signature,
+            BRIDGE + "model.name": target.model,
+            BRIDGE + "model.route": route,
+            BRIDGE + "model.label": target.label,
+            BRIDGE + "model.version": target.version,
+            BRIDGE + "model.signature": target.signature,
         }
         if isinstance(error, ModelCallError):
             why[BRIDGE + "protocol"] = self._protocol
@@ -130,3 +162,13 @@ class RecordBuilder:
             source.value,
             headers,
         )
+
+
+def _model(target: Target, route: str, version: int | None) -> dict[str, Any]:
+    return {
+        "name": target.model,
+        "route": route,
+        "target": str(target),
+        "signature": target.signature,
+        "version": version,
+    }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from bridge.errors import BridgeError, ModelCallError, RejectedInputError
+from bridge.errors import BridgeError, ModelCallError, ModelNotFoundError, RejectedInputError
 from bridge.pipeline.health import ServerHealth
 from bridge.pipeline.instances import Instance
 from bridge.pipeline.outcomes import Failure, Outcome, Success
@@ -33,10 +33,15 @@ class RetryPolicy:
     max_attempts: int  # counted while the server is up
     initial_backoff_s: float
     max_backoff_s: float
+    # A missing version or label may be mid-transition on the server: retried for
+    # this long (not counted in max_attempts), then its events fail.
+    not_found_timeout_s: float = 30.0
 
     def backoff(self, counted: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**(n-1))]."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** max(counted - 1, 0))
+        ceiling = min(
+            self.max_backoff_s, self.initial_backoff_s * 2 ** min(max(counted - 1, 0), 30)
+        )
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
 
 
@@ -47,7 +52,7 @@ def _retriable(exc: BaseException) -> bool:
 class _CallState:
     """Per call: attempts that count, and when the first and last were made."""
 
-    __slots__ = ("counted", "first_ms", "last_ms", "made", "outage")
+    __slots__ = ("counted", "first_ms", "last_ms", "made", "not_found_since", "outage")
 
     def __init__(self) -> None:
         self.counted = 0
@@ -55,6 +60,7 @@ class _CallState:
         self.first_ms: int | None = None
         self.last_ms: int | None = None
         self.outage = False
+        self.not_found_since: float | None = None  # monotonic time of the first NOT_FOUND
 
 
 class CallFailedError(Exception):
@@ -104,11 +110,15 @@ class Predictor:
         policy = self._policy
 
         def stop(_: RetryCallState) -> bool:
+            if state.not_found_since is not None:
+                return time.monotonic() - state.not_found_since >= policy.not_found_timeout_s
             return state.counted >= policy.max_attempts
 
         def wait(_: RetryCallState) -> float:
             # After an outage the prober already waited; retry at once.
-            return 0.0 if state.outage else policy.backoff(state.counted)
+            if state.outage:
+                return 0.0
+            return policy.backoff(state.made if state.not_found_since else state.counted)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retriable), stop=stop, wait=wait, reraise=True
@@ -123,7 +133,10 @@ class Predictor:
                         return await self._client.predict(target, signature, instances), state
                     except ModelCallError as exc:
                         state.outage = exc.retriable and await self._health.hold_if_down()
-                        if not state.outage:
+                        if isinstance(exc, ModelNotFoundError) and not state.outage:
+                            state.not_found_since = state.not_found_since or time.monotonic()
+                        elif not state.outage:
+                            state.not_found_since = None
                             state.counted += 1
                         if exc.retriable and not stop(attempt.retry_state):
                             log.debug("retrying", target=str(target), error=exc.message)

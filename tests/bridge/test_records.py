@@ -18,15 +18,16 @@ SOURCE = Source(
     value=b'{"amount": "x"}',
     headers=[("trace", b"\x00\x01"), ("trace", b"again")],
 )
-BUILDER = RecordBuilder(
-    "results", "failures", {"results": 3, "failures": 2}, Target("fraud", label="stable"), "grpc"
-)
+BUILDER = RecordBuilder("results", "failures", {"results": 3, "failures": 2}, "grpc")
+STABLE = Target("fraud", label="stable")
 
 
 def test_result_record() -> None:
     record = BUILDER.result(
         SOURCE,
         Success({"p": 0.25, "flagged": False}, version=2, attempts=1, model_ms=3.0),
+        "stable",
+        STABLE,
         {"id": "tx-1"},
         {"model_ms": 3.0, "bridge_ms": 4.12345},
     )
@@ -37,6 +38,7 @@ def test_result_record() -> None:
         "outputs": {"p": 0.25, "flagged": False},
         "model": {
             "name": "fraud",
+            "route": "stable",
             "signature": "serving_default",
             "target": "fraud@stable",
             "version": 2,
@@ -54,7 +56,7 @@ def test_result_record() -> None:
 
 def test_failure_record_is_the_original_plus_why() -> None:
     record = BUILDER.failure(
-        SOURCE, Failure(InputShapeError("field 'pca' has shape [5]"), attempts=0)
+        SOURCE, Failure(InputShapeError("field 'pca' has shape [5]"), attempts=0), "stable", STABLE
     )
     assert (record.topic, record.partition) == ("failures", 0)
     assert record.key == SOURCE.key and record.value == SOURCE.value
@@ -70,6 +72,7 @@ def test_failure_record_is_the_original_plus_why() -> None:
         "__bridge.errors.retriable": "false",
         "__bridge.errors.attempts": "0",
         "__bridge.errors.model.name": "fraud",
+        "__bridge.errors.model.route": "stable",
         "__bridge.errors.model.label": "stable",
         "__bridge.errors.model.signature": "serving_default",
     }
@@ -78,7 +81,10 @@ def test_failure_record_is_the_original_plus_why() -> None:
 def test_failure_of_a_model_call_names_status_and_attempt_times() -> None:
     error = RejectedInputError("Expects arg[0] to be float", grpc_status="INVALID_ARGUMENT")
     record = BUILDER.failure(
-        SOURCE, Failure(error, attempts=3, first_attempt_ms=10, last_attempt_ms=99)
+        SOURCE,
+        Failure(error, attempts=3, first_attempt_ms=10, last_attempt_ms=99),
+        "stable",
+        STABLE,
     )
     why = dict(record.headers[2:])
     assert why["__bridge.errors.grpc.status"] == b"INVALID_ARGUMENT"
@@ -91,5 +97,5 @@ def test_failure_of_a_model_call_names_status_and_attempt_times() -> None:
 
 def test_a_failed_tombstone_stays_a_tombstone() -> None:
     tombstone = Source("payments", 0, 1, None, b"k", None, [])
-    record = BUILDER.failure(tombstone, Failure(InputShapeError("x"), attempts=0))
+    record = BUILDER.failure(tombstone, Failure(InputShapeError("x"), attempts=0), "stable", STABLE)
     assert record.value is None

@@ -1,0 +1,411 @@
+"""What ``make demo`` and ``make bench`` share: the stack they start, the inputs they
+produce, the outputs they read back, and the numbers and tables they print.
+
+Times are wall-clock seconds (``time.time()``) so they compare with Kafka record
+timestamps (CreateTime, set by the producing client on this machine); durations
+inside one process use the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bridge.dev.payments import Payment
+from bridge.dev.stack import REPO, ModelServer, local_models_config
+from bridge.kafka.records import BRIDGE, CONNECT
+
+MODEL = "fraud"
+SERVING = REPO / "serving"
+# The reader's fetch wait. Tansu answers a fetch up to about half of fetch.max.wait.ms
+# after data arrives (it does not wake the fetch on produce), so a reader with aiokafka's
+# default (500 ms) would add ~0-250 ms to every latency it measures; 10 ms adds ~0-5 ms.
+READER_FETCH_WAIT_MS = 10
+
+SourceKey = tuple[str, int, int]  # topic, partition, offset
+
+
+# -- the stack ---------------------------------------------------------------------------
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM (e.g. a test's timeout) unwinds like Ctrl-C, so ``finally`` stops everything."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def server_flags(out_dir: Path) -> list[str]:
+    """The sidecar's own flags (serving/*.config), with the model paths made local."""
+    config = local_models_config(SERVING / "models.config", out_dir / "models.local.config")
+    return [
+        f"--model_config_file={config}",
+        "--allow_version_labels_for_unavailable_models",
+        "--enable_batching",
+        f"--batching_parameters_file={SERVING / 'batching.config'}",
+        f"--monitoring_config_file={SERVING / 'monitoring.config'}",
+    ]
+
+
+def model_server(out_dir: Path) -> ModelServer:
+    """A model server (not started) serving the demo model with the sidecar configs."""
+    log = out_dir / "server.log"
+    log.unlink(missing_ok=True)
+    return ModelServer(server_flags(out_dir), log, [MODEL])
+
+
+def check_models() -> None:
+    """The demo model must be exported (``make models``); say so instead of timing out."""
+    missing = [v for v in (1, 2) if not (SERVING / "models" / MODEL / str(v)).is_dir()]
+    if missing:
+        raise SystemExit(
+            f"demo model versions {missing} missing under serving/models/{MODEL}: run `make models`"
+        )
+
+
+def log_time(log_path: Path, event: str) -> float | None:
+    """Wall-clock time of the first JSON log line with ``event`` (structlog's ISO stamp)."""
+    needle = f'"event":"{event}"'
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if needle not in line:
+                continue
+            with contextlib.suppress(ValueError, orjson.JSONDecodeError):
+                stamp = orjson.loads(line).get("timestamp")
+                if isinstance(stamp, str):
+                    return datetime.fromisoformat(stamp).timestamp()
+    return None
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """The process's peak resident set (VmHWM) so far, in MiB; None if unreadable."""
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time the process (all its threads) has used."""
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    return None
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One input record as the broker stored it."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    expected: str  # "result" or the failure reason
+
+
+def producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
+
+
+async def produce(
+    kafka: AIOKafkaProducer,
+    topic: str,
+    events: Iterable[Payment],
+    rate: float = 0.0,
+    on_sent: Callable[[int], None] | None = None,
+) -> dict[SourceKey, Sent]:
+    """Produce ``events`` (at ``rate`` per second if > 0, else as fast as possible)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    futures: list[tuple[asyncio.Future[Any], str]] = []
+    for index, event in enumerate(events):
+        if rate > 0:
+            delay = started + index / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        futures.append((await kafka.send(topic, event.value, key=event.key), event.expected))
+        if on_sent is not None:
+            on_sent(index + 1)
+    sent: dict[SourceKey, Sent] = {}
+    for future, expected in futures:
+        meta = await future
+        sent[(topic, meta.partition, meta.offset)] = Sent(
+            meta.partition, meta.offset, meta.timestamp, expected
+        )
+    return sent
+
+
+# -- outputs -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Output:
+    """One record the bridge (or the pass-through loop) wrote, as the reader saw it."""
+
+    source: SourceKey
+    kind: str  # "result" | "failure"
+    read_at: float  # wall clock, seconds
+    written_ms: int  # the output record's CreateTime (when the writer handed it over)
+    source_ms: int | None = None  # the input's CreateTime (results carry it)
+    reason: str | None = None
+    version: int | None = None
+    flagged: bool | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_output(record: Any, kind: str, read_at: float) -> Output:
+    """A result (JSON body) or a failure (original value + ``__connect/__bridge`` headers)."""
+    if kind == "failure":
+        headers = {name: value.decode(errors="replace") for name, value in record.headers}
+        source = (
+            headers.get(CONNECT + "topic", "?"),
+            int(headers.get(CONNECT + "partition", "-1")),
+            int(headers.get(CONNECT + "offset", "-1")),
+        )
+        return Output(
+            source, kind, read_at, record.timestamp, reason=headers.get(BRIDGE + "reason")
+        )
+    body = orjson.loads(record.value)
+    src = body.get("source", {})
+    outputs = body.get("outputs") or {}
+    flagged = outputs.get("flagged")
+    return Output(
+        (src.get("topic", "?"), int(src.get("partition", -1)), int(src.get("offset", -1))),
+        kind,
+        read_at,
+        record.timestamp,
+        source_ms=src.get("timestamp"),
+        version=(body.get("model") or {}).get("version"),
+        flagged=bool(flagged[0] if isinstance(flagged, list) else flagged)
+        if flagged is not None
+        else None,
+        timings=body.get("timings") or {},
+        fields=body.get("fields") or {},
+    )
+
+
+class OutputReader:
+    """Reads the results and failures topics from the start, without a consumer group."""
+
+    def __init__(self, bootstrap: str, results: str, failures: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topics = {results: "result"} | ({failures: "failure"} if failures else {})
+        self.outputs: list[Output] = []
+        self.results = 0
+        self.failures = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._grew = asyncio.Event()
+
+    async def start(self) -> OutputReader:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=READER_FETCH_WAIT_MS,
+        )
+        await consumer.start()
+        await consumer.topics()  # a metadata refresh: the topics may be new
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            known = consumer.partitions_for_topic(topic)
+            if not known:
+                await consumer.stop()
+                raise RuntimeError(f"topic {topic} has no partitions")
+            partitions.extend(TopicPartition(topic, p) for p in sorted(known))
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._read(), name="output-reader")
+        return self
+
+    async def _read(self) -> None:
+        assert self._consumer is not None  # noqa: S101 - set in start
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.time()
+            for tp, records in fetched.items():
+                kind = self.topics[tp.topic]
+                for record in records:
+                    self.outputs.append(parse_output(record, kind, now))
+                    if kind == "result":
+                        self.results += 1
+                    else:
+                        self.failures += 1
+            if fetched:
+                self._grew.set()
+
+    @property
+    def count(self) -> int:
+        return len(self.outputs)
+
+    async def wait_for(self, count: int, timeout_s: float) -> bool:
+        """Until at least ``count`` outputs were read; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.count < count:
+            if self._task is not None and self._task.done():
+                self._task.result()  # the reader died: raise its error
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._grew.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._grew.wait(), min(remaining, 0.5))
+        return True
+
+    async def settle(self, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
+        """Keep reading until nothing new arrived for ``quiet_s`` (late duplicates)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            self._grew.clear()
+            try:
+                await asyncio.wait_for(self._grew.wait(), quiet_s)
+            except TimeoutError:
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+@dataclass(slots=True)
+class Accounting:
+    """Did every input end as exactly one output, of the expected kind?"""
+
+    missing: list[SourceKey]
+    duplicated: list[SourceKey]
+    unexpected: list[SourceKey]  # outputs for no input we sent
+    wrong: list[tuple[SourceKey, str, str]]  # (source, expected, got)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.unexpected or self.wrong)
+
+    def problems(self) -> list[str]:
+        shown = []
+        for name, items in (
+            ("missing (no output)", self.missing),
+            ("more than one output", self.duplicated),
+            ("output for an unknown input", self.unexpected),
+            ("wrong outcome (expected, got)", self.wrong),
+        ):
+            if items:
+                sample = ", ".join(str(item) for item in items[:5])
+                shown.append(f"{len(items)} {name}: {sample}{' ...' if len(items) > 5 else ''}")
+        return shown
+
+
+def account(sent: Mapping[SourceKey, Sent], outputs: Sequence[Output]) -> Accounting:
+    seen: dict[SourceKey, list[Output]] = {}
+    for output in outputs:
+        seen.setdefault(output.source, []).append(output)
+    wrong = []
+    for key, got in seen.items():
+        if key in sent:
+            outcome = got[0].kind if got[0].kind == "result" else (got[0].reason or "?")
+            if outcome != sent[key].expected:
+                wrong.append((key, sent[key].expected, outcome))
+    return Accounting(
+        missing=sorted(key for key in sent if key not in seen),
+        duplicated=sorted(key for key, got in seen.items() if len(got) > 1),
+        unexpected=sorted(key for key in seen if key not in sent),
+        wrong=sorted(wrong),
+    )
+
+
+# -- numbers -----------------------------------------------------------------------------
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default) on sorted values."""
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
+    """count, mean, p50/p95/p99 and max; None for each when there are no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "mean": None, **{f"p{q}": None for q in PERCENTILES}, "max": None}
+    return {
+        "count": len(ordered),
+        "mean": round(sum(ordered) / len(ordered), 3),
+        **{f"p{q}": round(percentile(ordered, q), 3) for q in PERCENTILES},
+        "max": round(ordered[-1], 3),
+    }
+
+
+def ms(value: float | int | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")

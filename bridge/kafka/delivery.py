@@ -1,0 +1,154 @@
+"""From finished slots to Kafka: ordered hand-off to the producer, acks, commits.
+
+One emitter task hands records to the producer, partition by partition in offset
+order (``PartitionLedger.take_ready``); the producer's ack marks the slot; the
+committer commits one past the last acknowledged offset of each partition. A
+record that cannot be written stops the bridge without committing it, so it is
+replayed on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from bridge.kafka.records import OutputRecord
+from bridge.pipeline.ledger import PartitionLedger, Slot
+from bridge.pipeline.outcomes import Outcome
+
+log = structlog.get_logger("bridge.delivery")
+
+BuildOutput = Callable[[Slot[Outcome], float], OutputRecord]
+
+
+class Delivery:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        build_output: BuildOutput,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._build_output = build_output
+        self._on_fatal = on_fatal
+        self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
+        self._dirty: set[TopicPartition] = set()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set on every ack; drains wait on it
+        self.failed = False
+
+    def ledger(self, tp: TopicPartition) -> PartitionLedger[Outcome]:
+        ledger = self.ledgers.get(tp)
+        if ledger is None:
+            ledger = self.ledgers[tp] = PartitionLedger()
+        return ledger
+
+    def pending(self) -> int:
+        return sum(len(ledger) for ledger in self.ledgers.values())
+
+    def resolved(self, tp: TopicPartition) -> None:
+        """A slot of ``tp`` got its outcome: the emitter may have work."""
+        self._dirty.add(tp)
+        self._wake.set()
+
+    async def run_emitter(self) -> None:
+        """The only task that hands records to the producer: offset order per partition."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                tp = self._dirty.pop()
+                ledger = self.ledgers.get(tp)
+                if ledger is None:
+                    continue  # handed back in a rebalance: its outputs are not ours to write
+                for slot in ledger.take_ready():
+                    await self._send(ledger, slot, self._build_output(slot, loop.time()))
+
+    async def _send(
+        self, ledger: PartitionLedger[Outcome], slot: Slot[Outcome], output: OutputRecord
+    ) -> None:
+        future = await self._producer.send(
+            output.topic,
+            output.value,
+            key=output.key,
+            partition=output.partition,
+            headers=output.headers,
+        )
+        future.add_done_callback(lambda fut: self._on_ack(fut, ledger, slot))
+
+    def _on_ack(
+        self, future: asyncio.Future[Any], ledger: PartitionLedger[Outcome], slot: Slot[Outcome]
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if not self.failed:
+                log.error("produce_failed", offset=slot.offset, error=repr(error))
+                self.failed = True
+                self._on_fatal(error or RuntimeError("produce failed"))
+            self._progress.set()
+            return
+        ledger.ack(slot)
+        self._progress.set()
+
+    async def run_committer(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.commit()
+
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit, for each partition, one past its last acknowledged output."""
+        chosen = (
+            self.ledgers
+            if partitions is None
+            else {tp: self.ledgers[tp] for tp in partitions if tp in self.ledgers}
+        )
+        offsets = {}
+        for tp, ledger in chosen.items():
+            offset = ledger.committable()
+            if offset is not None and offset != ledger.committed:
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: the new owner resumes from the last good commit.
+            log.warning("commit_rejected", error=str(exc), partitions=len(offsets))
+            return
+        except KafkaError as exc:
+            # Not committed; the next pass tries again with the same or later offsets.
+            log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
+            return
+        for tp, offset in offsets.items():
+            chosen[tp].committed = offset
+
+    async def drain(self, partitions: Iterable[TopicPartition], timeout_s: float) -> bool:
+        """Wait until the partitions' work is all acknowledged; False on timeout or failure."""
+        partitions = list(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(len(self.ledgers.get(tp, ())) for tp in partitions):
+            remaining = deadline - loop.time()
+            if self.failed or remaining <= 0:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
+
+    def hand_back(self, partitions: Iterable[TopicPartition]) -> int:
+        """Forget revoked partitions; their unfinished events are the next owner's."""
+        return sum(len(self.ledgers.pop(tp)) for tp in partitions if tp in self.ledgers)
+
+    async def flush(self) -> None:
+        with contextlib.suppress(KafkaError):
+            await self._producer.flush()

@@ -1,0 +1,183 @@
+"""One lane per routed target: its signature, instance builder and batcher.
+
+Routes name targets; a lane is what the pipeline needs to feed one of them.
+New routes are checked against the server before they replace the old ones: a
+target the server does not have rejects the whole change, and the previous
+routes stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bridge.errors import ModelCallError
+from bridge.pipeline.batcher import Batcher
+from bridge.pipeline.instances import Instance, InstanceBuilder
+from bridge.pipeline.ledger import Slot
+from bridge.pipeline.outcomes import Outcome
+from bridge.pipeline.routing import Route, Routes, build_routes
+from bridge.serving.client import ModelClient, Target
+from bridge.serving.signature import Signature
+from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.lanes")
+
+
+class RoutesRejectedError(Exception):
+    """The server does not have a target the routes name; the message names it."""
+
+
+@dataclass(eq=False)
+class Lane:
+    name: str  # the route's name: a label, a version number, or "latest"
+    target: Target
+    signature: Signature
+    builder: InstanceBuilder
+    batcher: Batcher[Pending]
+    refreshing: bool = field(default=False)
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """An instance on its way to the model, with the slot its outcome goes to."""
+
+    tp: Any  # aiokafka TopicPartition
+    slot: Slot[Outcome] | None  # None for shadow traffic: nothing waits for it
+    instance: Instance
+    lane: Lane
+    record: Any  # the ConsumerRecord
+
+
+def initial_routes(settings: Settings) -> Routes:
+    """The routes the settings give, used until (or without) a control topic."""
+    model = settings.model
+    if model.routes:
+        weights = dict(model.routes)
+    elif model.label is not None:
+        weights = {model.label: 100}
+    elif model.version is not None:
+        weights = {str(model.version): 100}
+    else:
+        weights = {"latest": 100}
+    shadow = None
+    if model.shadow_target and model.shadow_fraction > 0:
+        shadow = (model.shadow_target, model.shadow_fraction)
+    return build_routes(model.name, weights, shadow, model.signature)
+
+
+class Lanes:
+    def __init__(
+        self,
+        client: ModelClient,
+        settings: Settings,
+        wait_for_server: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._wait_for_server = wait_for_server
+        self.routes: Routes | None = None
+        self.main: dict[str, Lane] = {}
+        self.shadow: Lane | None = None
+
+    @property
+    def all(self) -> list[Lane]:
+        return [*self.main.values(), *([self.shadow] if self.shadow else [])]
+
+    def lane_for(self, route: Route) -> Lane:
+        return self.main[route.name]
+
+    async def prepare(
+        self, routes: Routes, stop: asyncio.Event
+    ) -> tuple[dict[str, Lane], Lane | None]:
+        """Lanes for ``routes``, reusing known ones; holds while the server is down."""
+        known = {lane.name: lane for lane in self.main.values()}
+        main = {}
+        for route in routes.routes:
+            if route.weight <= 0 and route.name not in known:
+                continue  # a zero-weight route is never chosen; don't require its target
+            main[route.name] = known.get(route.name) or await self._open(
+                route.name, route.target, stop
+            )
+        shadow = None
+        if routes.shadow is not None:
+            reuse = self.shadow if self.shadow and self.shadow.name == routes.shadow.name else None
+            shadow = reuse or await self._open(routes.shadow.name, routes.shadow.target, stop)
+        return main, shadow
+
+    async def _open(self, name: str, target: Target, stop: asyncio.Event) -> Lane:
+        signature = await self._signature(target, stop)
+        settings = self._settings
+        max_size = settings.batch.max_size
+        if max_size > 1 and not signature.batchable:
+            log.warning(
+                "signature_not_batchable", target=str(target), action="one event per request"
+            )
+            max_size = 1
+        builder = InstanceBuilder(signature, settings.model.input_map, settings.model.copy_fields)
+        batcher: Batcher[Pending] = Batcher(max_size, settings.batch.max_wait_ms / 1000)
+        log.info(
+            "lane_opened",
+            route=name,
+            target=str(target),
+            version=signature.version,
+            inputs={k: [v.dtype.tf_name, v.shape] for k, v in signature.inputs.items()},
+            outputs=sorted(signature.outputs),
+        )
+        return Lane(name, target, signature, builder, batcher)
+
+    async def _signature(self, target: Target, stop: asyncio.Event) -> Signature:
+        while True:
+            try:
+                return await self._client.get_signature(target)
+            except ModelCallError as exc:
+                if not exc.retriable or exc.reason == "model_not_found":
+                    raise RoutesRejectedError(f"{target}: {exc.message}") from exc
+                if stop.is_set():
+                    raise
+                log.warning("waiting_for_model", target=str(target), error=exc.message)
+                await self._wait_for_server()
+
+    def apply(
+        self, routes: Routes, main: dict[str, Lane], shadow: Lane | None
+    ) -> list[list[Pending]]:
+        """Switch to new routes; the open batches of retired lanes are returned to be sent."""
+        retired = [lane for lane in self.all if lane not in (*main.values(), shadow)]
+        self.routes, self.main, self.shadow = routes, main, shadow
+        flushed = [batch for lane in retired if (batch := lane.batcher.take_all())]
+        log.info("routes_applied", model=routes.model, routes=routes.describe())
+        return flushed
+
+    def deadline(self) -> float | None:
+        deadlines = [d for lane in self.all if (d := lane.batcher.deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def take_due(self, now: float) -> list[list[Pending]]:
+        return [batch for lane in self.all if (batch := lane.batcher.take_due(now))]
+
+    def take_all(self) -> list[list[Pending]]:
+        return [batch for lane in self.all if (batch := lane.batcher.take_all())]
+
+    async def refresh(self, lane: Lane, served_version: int) -> None:
+        """The served version changed (a label moved): re-read the signature once."""
+        if lane.refreshing or served_version == lane.signature.version:
+            return
+        lane.refreshing = True
+        try:
+            signature = await self._client.get_signature(lane.target)
+        except ModelCallError as exc:
+            log.warning("signature_refresh_failed", target=str(lane.target), error=exc.message)
+            return
+        finally:
+            lane.refreshing = False
+        if signature.inputs != lane.signature.inputs:
+            settings = self._settings
+            lane.builder = InstanceBuilder(
+                signature, settings.model.input_map, settings.model.copy_fields
+            )
+            log.info("signature_changed", target=str(lane.target), version=signature.version)
+        lane.signature = signature
