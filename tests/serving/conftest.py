@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+
 from tests.serving.toy_models import ModelStore
 
 

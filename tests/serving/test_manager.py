@@ -20,13 +20,13 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
-from tests.serving.toy_models import ModelStore
 
 from serving.errors import ServingError
 from serving.manager import ModelManager
 from serving.model_config import read_model_server_config, single_model_config
 from serving.options import ServerOptions
 from serving.servable import LoadedVersion
+from tests.serving.toy_models import ModelStore
 
 ModelDirFactory = Callable[..., Path]
 State = get_model_status_pb2.ModelVersionStatus.State

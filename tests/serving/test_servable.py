@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
-from tests.serving.toy_models import ModelStore, write_broken_version, write_wrong_tags_version
 
 from serving.errors import ServingError
 from serving.servable import LoadedVersion, dtype_name, runtime_message
+from tests.serving.toy_models import ModelStore, write_broken_version, write_wrong_tags_version
 
 
 @pytest.fixture
