@@ -30,6 +30,7 @@ from bridge.kafka.clients import make_consumer, make_producer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.records import OutputRecord, RecordBuilder, Source
 from bridge.lanes import Lanes, Pending, RoutesRejectedError, initial_routes
+from bridge.metrics import Metrics, serve_metrics
 from bridge.pipeline.health import ServerHealth
 from bridge.pipeline.instances import parse_event
 from bridge.pipeline.ledger import Slot
@@ -94,6 +95,12 @@ class Bridge:
         self.queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self.paused = False
         self.counts = {"events": 0, "results": 0, "failures": 0}
+        self.metrics = Metrics()
+        self.metrics.gauges["bridge_paused"] = lambda: float(self.paused)
+        self.metrics.gauges["bridge_model_server_up"] = lambda: float(self.health.up)
+        self.metrics.gauges["bridge_pending_events"] = lambda: float(
+            self.delivery.pending() if self.delivery else 0
+        )
         self.records: RecordBuilder | None = None
         self.delivery: Delivery | None = None
         self.shadow: ShadowMirror | None = None
@@ -107,6 +114,11 @@ class Bridge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig.name)
+        metrics_server = None
+        if self.settings.metrics.port:
+            metrics_server = await serve_metrics(
+                self.metrics, self.settings.metrics.host, self.settings.metrics.port
+            )
         try:
             if not await self._open_lanes():
                 return 0
@@ -115,6 +127,8 @@ class Bridge:
             log.error("cannot_start", reason=str(exc))  # noqa: TRY400 - expected; no traceback
             return 2
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             if self.follower is not None:
                 await self.follower.stop()
             await self.health.close()
@@ -396,19 +410,23 @@ class Bridge:
             record.headers,
         )
         outcome = slot.outcome
+        fetched = slot.times["fetched"]
+        bridge_ms = (now - fetched) * 1000
+        model = lane.target.model
         if isinstance(outcome, Success):
             self.counts["results"] += 1
-            fetched = slot.times["fetched"]
+            self.metrics.observe(model, lane.name, outcome.version, "result", "", bridge_ms)
             timings = {
                 "queued_ms": (slot.times.get("dispatched", fetched) - fetched) * 1000,
                 "model_ms": outcome.model_ms,
-                "bridge_ms": (now - fetched) * 1000,
+                "bridge_ms": bridge_ms,
             }
             return self.records.result(
                 source, outcome, lane.name, lane.target, copied or {}, timings
             )
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         self.counts["failures"] += 1
+        self.metrics.observe(model, lane.name, None, "failure", outcome.error.reason, bridge_ms)
         if self.settings.log.payloads:
             log.info(
                 "failure", offset=record.offset, reason=outcome.error.reason, value=record.value

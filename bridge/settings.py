@@ -154,6 +154,11 @@ class DeliverySettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+    host: str = Field("127.0.0.1", description="Address the metrics listen on (0.0.0.0 in a pod)")
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     format: Literal["auto", "json", "console"] = Field(
@@ -179,6 +184,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
