@@ -205,7 +205,9 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
             if applied:
                 problem += await _restore(service, original, move.models_config)
             else:
-                problem += f"\nnothing was changed on the server; {move.models_config} was not written"
+                problem += (
+                    f"\nnothing was changed on the server; {move.models_config} was not written"
+                )
             raise CommandError(problem) from exc
 
     say(f"{model}: label {label} moved from {_version_text(previous)} to version {version}")

@@ -90,9 +90,7 @@ class ModelService:
             model_spec=model_pb2.ModelSpec(name=model)
         )
         try:
-            response = await self._stub.GetModelStatus(
-                request, timeout=timeout_s or self.timeout_s
-            )
+            response = await self._stub.GetModelStatus(request, timeout=timeout_s or self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc) from exc
         versions = [
