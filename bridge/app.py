@@ -89,7 +89,7 @@ class Bridge:
                 retry.not_found_timeout_ms / 1000,
             ),
         )
-        self.lanes = Lanes(self.client, settings, self.health.wait_up)
+        self.lanes = Lanes(self.client, settings, self.health.hold_if_down)
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None
         self.queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
@@ -162,7 +162,7 @@ class Bridge:
                 )
                 await self.follower.start()  # applies what the topic holds, if anything
             if self.lanes.routes is None:
-                main, shadow = await self._prepare(routes)
+                main, shadow = await self._prepare(routes, wait_for_models=True)
                 self.lanes.apply(routes, main, shadow)
         except RoutesRejectedError as exc:
             raise StartupError(str(exc)) from exc
@@ -170,9 +170,11 @@ class Bridge:
             return False
         return not self.stop.is_set()
 
-    async def _prepare(self, routes: Routes) -> tuple[Any, Any]:
+    async def _prepare(self, routes: Routes, *, wait_for_models: bool) -> tuple[Any, Any]:
         """Lanes for ``routes``; while the server is down this holds (and SIGTERM ends it)."""
-        preparing = asyncio.ensure_future(self.lanes.prepare(routes, self.stop))
+        preparing = asyncio.ensure_future(
+            self.lanes.prepare(routes, wait_for_models=wait_for_models)
+        )
         stopping = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -192,7 +194,7 @@ class Bridge:
             log.error("routes_rejected", reason="a shadow target needs BRIDGE_TOPICS__SHADOW")
             return
         try:
-            main, shadow = await self._prepare(routes)
+            main, shadow = await self._prepare(routes, wait_for_models=False)
         except RoutesRejectedError as exc:
             log.error(  # noqa: TRY400 - an operator's mistake, not a bug: no traceback
                 "routes_rejected",

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from bridge.errors import ModelCallError
+from bridge.errors import ModelCallError, ModelNotFoundError
 from bridge.pipeline.batcher import Batcher
 from bridge.pipeline.instances import Instance, InstanceBuilder
 from bridge.pipeline.ledger import Slot
@@ -75,11 +75,11 @@ class Lanes:
         self,
         client: ModelClient,
         settings: Settings,
-        wait_for_server: Callable[[], Awaitable[None]],
+        hold_if_down: Callable[[], Awaitable[bool]],
     ) -> None:
         self._client = client
         self._settings = settings
-        self._wait_for_server = wait_for_server
+        self._hold_if_down = hold_if_down
         self.routes: Routes | None = None
         self.main: dict[str, Lane] = {}
         self.shadow: Lane | None = None
@@ -92,25 +92,32 @@ class Lanes:
         return self.main[route.name]
 
     async def prepare(
-        self, routes: Routes, stop: asyncio.Event
+        self, routes: Routes, *, wait_for_models: bool
     ) -> tuple[dict[str, Lane], Lane | None]:
-        """Lanes for ``routes``, reusing known ones; holds while the server is down."""
+        """Lanes for ``routes``, reusing known ones; holds while the server is down.
+
+        ``wait_for_models``: at start, a model the server has not loaded yet is waited
+        for (a sidecar may still be loading); a route change that names a model,
+        version or label the server does not have is rejected at once.
+        """
         known = {lane.name: lane for lane in self.main.values()}
         main = {}
         for route in routes.routes:
             if route.weight <= 0 and route.name not in known:
                 continue  # a zero-weight route is never chosen; don't require its target
             main[route.name] = known.get(route.name) or await self._open(
-                route.name, route.target, stop
+                route.name, route.target, wait_for_models
             )
         shadow = None
         if routes.shadow is not None:
             reuse = self.shadow if self.shadow and self.shadow.name == routes.shadow.name else None
-            shadow = reuse or await self._open(routes.shadow.name, routes.shadow.target, stop)
+            shadow = reuse or await self._open(
+                routes.shadow.name, routes.shadow.target, wait_for_models
+            )
         return main, shadow
 
-    async def _open(self, name: str, target: Target, stop: asyncio.Event) -> Lane:
-        signature = await self._signature(target, stop)
+    async def _open(self, name: str, target: Target, wait_for_models: bool) -> Lane:
+        signature = await self._signature(target, wait_for_models)
         settings = self._settings
         max_size = settings.batch.max_size
         if max_size > 1 and not signature.batchable:
@@ -130,17 +137,20 @@ class Lanes:
         )
         return Lane(name, target, signature, builder, batcher)
 
-    async def _signature(self, target: Target, stop: asyncio.Event) -> Signature:
+    async def _signature(self, target: Target, wait_for_models: bool) -> Signature:
+        delay = self._settings.retry.initial_backoff_ms / 1000
+        cap = self._settings.retry.probe_max_backoff_ms / 1000
         while True:
             try:
                 return await self._client.get_signature(target)
             except ModelCallError as exc:
-                if not exc.retriable or exc.reason == "model_not_found":
+                not_found = isinstance(exc, ModelNotFoundError)
+                if not exc.retriable or (not_found and not wait_for_models):
                     raise RoutesRejectedError(f"{target}: {exc.message}") from exc
-                if stop.is_set():
-                    raise
                 log.warning("waiting_for_model", target=str(target), error=exc.message)
-                await self._wait_for_server()
+                if not await self._hold_if_down():
+                    await asyncio.sleep(delay)  # up, but not ready for this target yet
+                    delay = min(delay * 2, cap)
 
     def apply(
         self, routes: Routes, main: dict[str, Lane], shadow: Lane | None

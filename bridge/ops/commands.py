@@ -1,0 +1,368 @@
+"""``bridge serving ...`` and ``bridge routes ...``: argparse wiring and exit codes.
+
+``bridge.cli`` calls ``add_commands(subparsers)`` and then ``args.handler(args)``.
+Settings come from ``OpsSettings`` (environment ``BRIDGE_*``); flags override them.
+
+Exit codes: 0 done, 1 refused or failed, 2 usage or settings errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from bridge.ops.errors import CommandError, UsageError
+from bridge.ops.labels import LabelMove, move_label, read_models_config
+from bridge.ops.model_service import ModelService
+from bridge.ops.models_config import model_names
+from bridge.ops.routes import check_targets, set_routes, show_routes
+from bridge.ops.status import fill_versions, render_status, reports_from_config
+from bridge.pipeline.routing import RoutesError, parse_assignments
+from bridge.serving.client import ModelClient
+from bridge.settings import OpsSettings, env_name
+
+_MESSAGE_BYTES = 16 * 1024 * 1024
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+# -- settings -----------------------------------------------------------------
+
+
+def load_ops_settings() -> OpsSettings:
+    try:
+        return OpsSettings()
+    except ValidationError as exc:
+        problems = [
+            f"{env_name(tuple(p for p in error['loc'] if isinstance(p, str)))}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise UsageError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+
+
+def _timeout_s(args: argparse.Namespace, settings: OpsSettings) -> float:
+    timeout: float | None = args.timeout
+    return timeout if timeout is not None else settings.serving.timeout_ms / 1000
+
+
+def _grpc_target(args: argparse.Namespace, settings: OpsSettings) -> str:
+    return str(args.grpc_target or settings.serving.grpc_target)
+
+
+def _models_config(args: argparse.Namespace, settings: OpsSettings) -> Path | None:
+    path: Path | None = args.models_config or settings.serving.models_config
+    return path
+
+
+def _kafka(args: argparse.Namespace, settings: OpsSettings) -> tuple[str, str]:
+    bootstrap = args.bootstrap_servers or settings.kafka.bootstrap_servers
+    topic = args.topic or settings.topics.control
+    if not bootstrap:
+        raise UsageError("set BRIDGE_KAFKA__BOOTSTRAP_SERVERS or pass --bootstrap-servers")
+    if not topic:
+        raise UsageError("set BRIDGE_TOPICS__CONTROL or pass --topic")
+    return str(bootstrap), str(topic)
+
+
+def _run(command: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run one command's coroutine; a CommandError becomes its message and exit code."""
+    try:
+        return asyncio.run(body())
+    except CommandError as exc:
+        print(f"bridge {command}: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+# -- serving status -------------------------------------------------------------
+
+
+def run_serving_status(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = load_ops_settings()
+        path = _models_config(args, settings)
+        target = _grpc_target(args, settings)
+        if path is None and args.model is None:
+            raise UsageError(
+                "set BRIDGE_SERVING__MODELS_CONFIG or pass --models-config "
+                "(or name a MODEL to see its versions without labels)"
+            )
+        config = read_models_config(path)[1] if path is not None else None
+        reports = reports_from_config(config, args.model)
+        async with ModelService(target, _timeout_s(args, settings)) as service:
+            await fill_versions(reports, service)
+        if args.json:
+            document = {
+                "server": target,
+                "models_config": str(path) if path is not None else None,
+                "models": [report.to_json() for report in reports],
+            }
+            say(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        else:
+            in_config = set(model_names(config)) if config is not None else set()
+            say(render_status(reports, target, path, in_config))
+        return 1 if any(report.error for report in reports) else 0
+
+    return _run("serving status", body)
+
+
+# -- serving label --------------------------------------------------------------
+
+
+def run_serving_label(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = load_ops_settings()
+        path = _models_config(args, settings)
+        if path is None:
+            raise UsageError("set BRIDGE_SERVING__MODELS_CONFIG or pass --models-config")
+        label = args.label.strip()
+        if not label or label.isdigit():
+            raise UsageError(
+                f"{args.label!r} cannot be a label: it must be a non-empty name that is not a "
+                "number (routes read digits as a version)"
+            )
+        move = LabelMove(
+            model=args.model,
+            label=label,
+            version=args.version,
+            models_config=path,
+            grpc_target=_grpc_target(args, settings),
+            timeout_s=_timeout_s(args, settings),
+            unload_unlabelled=args.unload_unlabelled,
+        )
+        await move_label(move, say)
+        return 0
+
+    return _run("serving label", body)
+
+
+# -- routes show / set ----------------------------------------------------------
+
+
+def run_routes_show(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = load_ops_settings()
+        bootstrap, topic = _kafka(args, settings)
+        shown = await show_routes(bootstrap, topic, args.model, _timeout_s(args, settings))
+        if args.json:
+            say(orjson.dumps(shown.json, option=orjson.OPT_INDENT_2).decode())
+        else:
+            say(shown.text)
+        return 0
+
+    return _run("routes show", body)
+
+
+def _model_client(args: argparse.Namespace, settings: OpsSettings) -> tuple[ModelClient, str]:
+    protocol = args.protocol or settings.serving.protocol
+    timeout_s = _timeout_s(args, settings)
+    if protocol == "rest":
+        from bridge.serving.rest_client import RestModelClient
+
+        url = str(args.rest_url or settings.serving.rest_url)
+        return RestModelClient(url, timeout_s, connect_timeout_s=min(timeout_s, 5.0)), url
+    from bridge.serving.grpc_client import GrpcModelClient
+
+    target = _grpc_target(args, settings)
+    return GrpcModelClient(target, timeout_s, _MESSAGE_BYTES), target
+
+
+def run_routes_set(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = load_ops_settings()
+        bootstrap, topic = _kafka(args, settings)
+        try:
+            routes = parse_assignments(args.model, args.assignments)
+        except RoutesError as exc:
+            raise UsageError(str(exc)) from exc
+        if args.no_check:
+            say("not checking the targets against the model server (--no-check)")
+        else:
+            client, server = _model_client(args, settings)
+            try:
+                await check_targets(client, routes, args.signature, server)
+            finally:
+                await client.aclose()
+        await set_routes(
+            bootstrap, topic, routes, args.replication_factor, _timeout_s(args, settings), say
+        )
+        return 0
+
+    return _run("routes set", body)
+
+
+# -- argparse -------------------------------------------------------------------
+
+
+def _add_timeout(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help=f"{what}, in seconds (default: BRIDGE_SERVING__TIMEOUT_MS, 30 s)",
+    )
+
+
+def _add_server(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-config",
+        type=Path,
+        metavar="PATH",
+        help="the models.config the server was started with (default: "
+        "BRIDGE_SERVING__MODELS_CONFIG)",
+    )
+    parser.add_argument(
+        "--grpc-target",
+        metavar="H:P",
+        help="TF Serving gRPC host:port (default: BRIDGE_SERVING__GRPC_TARGET, 127.0.0.1:8500)",
+    )
+
+
+def _add_kafka(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="H:P[,H:P]",
+        help="Kafka bootstrap servers (default: BRIDGE_KAFKA__BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument(
+        "--topic", help="the compacted control topic (default: BRIDGE_TOPICS__CONTROL)"
+    )
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``serving`` and ``routes``; every leaf sets ``handler(args) -> int``."""
+    serving = subparsers.add_parser(
+        "serving",
+        help="TF Serving versions and labels (status, label)",
+        description="Inspect the model server and move version labels.",
+    )
+    serving_commands = serving.add_subparsers(dest="serving_command", required=True)
+
+    status = serving_commands.add_parser(
+        "status",
+        help="versions with their state, and the labels from models.config",
+        description="GetModelStatus for MODEL (or every model in models.config), highest "
+        "version first, with the labels of the models.config the server was given (TF "
+        "Serving has no API that lists labels).",
+    )
+    status.add_argument("model", nargs="?", metavar="MODEL")
+    _add_server(status)
+    _add_timeout(status, "deadline of each call")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=run_serving_status)
+
+    label = serving_commands.add_parser(
+        "label",
+        help="point a version label at a version, safely (two reloads)",
+        description="Move LABEL of MODEL to VERSION as TF Serving documents: reload a "
+        "config that also loads VERSION, wait until it is AVAILABLE, reload with the label "
+        "moved, then rewrite models.config (temporary file + rename). If a step fails the "
+        "previous config is reloaded and the file is left alone. The version the label "
+        "leaves stays loaded.",
+    )
+    label.add_argument("model", metavar="MODEL")
+    label.add_argument("label", metavar="LABEL")
+    label.add_argument("version", metavar="VERSION", type=_positive_int)
+    _add_server(label)
+    _add_timeout(label, "how long VERSION may take to become AVAILABLE, and each call's deadline")
+    label.add_argument(
+        "--unload-unlabelled",
+        action="store_true",
+        help="afterwards, drop versions no label points at from the version policy",
+    )
+    label.set_defaults(handler=run_serving_label)
+
+    routes = subparsers.add_parser(
+        "routes",
+        help="A/B routes on the control topic (show, set)",
+        description="Read and write the routes the bridges take from the control topic.",
+    )
+    routes_commands = routes.add_subparsers(dest="routes_command", required=True)
+
+    show = routes_commands.add_parser(
+        "show",
+        help="the routes in force per model",
+        description="Read the control topic to its end (no consumer group) and print the "
+        "latest routes per model: the last record per key wins, a null value deletes.",
+    )
+    show.add_argument("model", nargs="?", metavar="MODEL")
+    _add_kafka(show)
+    _add_timeout(show, "how long reading may take")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=run_routes_show)
+
+    set_ = routes_commands.add_parser(
+        "set",
+        help="write new routes for a model",
+        description="Write MODEL's routes to the control topic (key MODEL, acks=all), e.g. "
+        "'stable=90 canary=10 shadow:canary=0.05'. A target is a label or a version number. "
+        "Every target is checked against the model server first; one it does not have "
+        "refuses the change and nothing is written. The topic is created compacted if missing.",
+    )
+    set_.add_argument("model", metavar="MODEL")
+    set_.add_argument(
+        "assignments", nargs="+", metavar="TARGET=WEIGHT", help="and shadow:TARGET=FRACTION"
+    )
+    _add_kafka(set_)
+    set_.add_argument("--no-check", action="store_true", help="do not ask the model server")
+    set_.add_argument(
+        "--protocol", choices=["grpc", "rest"], help="default: BRIDGE_SERVING__PROTOCOL, grpc"
+    )
+    set_.add_argument("--grpc-target", metavar="H:P", help="default: BRIDGE_SERVING__GRPC_TARGET")
+    set_.add_argument("--rest-url", metavar="URL", help="default: BRIDGE_SERVING__REST_URL")
+    set_.add_argument(
+        "--signature",
+        default="serving_default",
+        help="signature the targets must have (default: serving_default)",
+    )
+    set_.add_argument(
+        "--replication-factor",
+        type=_positive_int,
+        default=1,
+        help="when the control topic is created (default: 1; use 3 on a production cluster)",
+    )
+    _add_timeout(set_, "deadline of the checks and of the write")
+    set_.set_defaults(handler=run_routes_set)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only the operator commands (tests; ``bridge.cli`` has the full one)."""
+    parser = argparse.ArgumentParser(prog="bridge")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
