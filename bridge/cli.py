@@ -1,13 +1,15 @@
-"""``bridge`` command line: ``bridge run`` starts the service."""
+"""``bridge`` command line: ``bridge run`` starts the service; ``bridge serving ...`` and
+``bridge routes ...`` are the operator commands (``bridge/ops``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bridge.ops.commands import add_commands
 from bridge.settings import SettingsError, describe_settings, load_settings
 
 
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, help="TOML file with settings (env overrides it)")
+    add_commands(commands)  # bridge serving ..., bridge routes ...
     return parser
 
 
@@ -57,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args.config)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

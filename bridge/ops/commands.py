@@ -13,20 +13,20 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 
 from bridge.ops.errors import CommandError, UsageError
-from bridge.ops.labels import LabelMove, move_label, read_models_config
-from bridge.ops.model_service import ModelService
-from bridge.ops.models_config import model_names
-from bridge.ops.routes import check_targets, set_routes, show_routes
-from bridge.ops.status import fill_versions, render_status, reports_from_config
 from bridge.pipeline.routing import RoutesError, parse_assignments
-from bridge.serving.client import ModelClient
 from bridge.settings import OpsSettings, env_name
+
+if TYPE_CHECKING:
+    from bridge.serving.client import ModelClient
+
+# The commands' own modules (grpc, aiokafka) are imported by the handlers that use
+# them, so `bridge run` does not pay for the operator commands at start.
 
 _MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -108,6 +108,11 @@ def _run(command: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def run_serving_status(args: argparse.Namespace) -> int:
+    from bridge.ops.labels import read_models_config
+    from bridge.ops.model_service import ModelService
+    from bridge.ops.models_config import model_names
+    from bridge.ops.status import fill_versions, render_status, reports_from_config
+
     async def body() -> int:
         settings = load_ops_settings()
         path = _models_config(args, settings)
@@ -140,6 +145,8 @@ def run_serving_status(args: argparse.Namespace) -> int:
 
 
 def run_serving_label(args: argparse.Namespace) -> int:
+    from bridge.ops.labels import LabelMove, move_label
+
     async def body() -> int:
         settings = load_ops_settings()
         path = _models_config(args, settings)
@@ -170,6 +177,8 @@ def run_serving_label(args: argparse.Namespace) -> int:
 
 
 def run_routes_show(args: argparse.Namespace) -> int:
+    from bridge.ops.routes import show_routes
+
     async def body() -> int:
         settings = load_ops_settings()
         bootstrap, topic = _kafka(args, settings)
@@ -184,20 +193,21 @@ def run_routes_show(args: argparse.Namespace) -> int:
 
 
 def _model_client(args: argparse.Namespace, settings: OpsSettings) -> tuple[ModelClient, str]:
+    from bridge.serving.grpc_client import GrpcModelClient
+    from bridge.serving.rest_client import RestModelClient
+
     protocol = args.protocol or settings.serving.protocol
     timeout_s = _timeout_s(args, settings)
     if protocol == "rest":
-        from bridge.serving.rest_client import RestModelClient
-
         url = str(args.rest_url or settings.serving.rest_url)
         return RestModelClient(url, timeout_s, connect_timeout_s=min(timeout_s, 5.0)), url
-    from bridge.serving.grpc_client import GrpcModelClient
-
     target = _grpc_target(args, settings)
     return GrpcModelClient(target, timeout_s, _MESSAGE_BYTES), target
 
 
 def run_routes_set(args: argparse.Namespace) -> int:
+    from bridge.ops.routes import check_targets, set_routes
+
     async def body() -> int:
         settings = load_ops_settings()
         bootstrap, topic = _kafka(args, settings)
@@ -264,7 +274,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     serving = subparsers.add_parser(
         "serving",
         help="TF Serving versions and labels (status, label)",
-        description="Inspect the model server and move version labels.",
+        description="Inspect the model server and move version labels (over gRPC: TF "
+        "Serving's REST API has no config reload).",
     )
     serving_commands = serving.add_subparsers(dest="serving_command", required=True)
 
@@ -348,6 +359,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     set_.add_argument(
         "--replication-factor",
         type=_positive_int,
+        metavar="N",
         default=1,
         help="when the control topic is created (default: 1; use 3 on a production cluster)",
     )

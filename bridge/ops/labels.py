@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from bridge.errors import ModelCallError
 from bridge.ops.disk import check_writable, readable_base, versions_on_disk, write_atomically
 from bridge.ops.errors import CommandError, UsageError
 from bridge.ops.model_service import ModelService, ServerCallError, VersionStatus
@@ -37,11 +37,8 @@ from bridge.ops.models_config import (
     with_version_loaded,
     without_unlabelled,
 )
-from bridge.serving.client import Target
-from bridge.serving.grpc_client import GrpcModelClient
 
 POLL_INTERVAL_S = 0.1
-_METADATA_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +52,15 @@ class LabelMove:
     unload_unlabelled: bool = False
 
 
+class StatusSource(Protocol):
+    """What polling needs from ``ModelService`` (a seam for the unit tests)."""
+
+    @property
+    def target(self) -> str: ...
+
+    async def status(self, model: str, timeout_s: float | None = None) -> list[VersionStatus]: ...
+
+
 def read_models_config(path: Path) -> tuple[str, ModelServerConfig]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -66,7 +72,7 @@ def read_models_config(path: Path) -> tuple[str, ModelServerConfig]:
         raise UsageError(f"cannot use models.config {path}: {exc}") from exc
 
 
-async def model_status(service: ModelService, model: str) -> list[VersionStatus]:
+async def model_status(service: StatusSource, model: str) -> list[VersionStatus]:
     try:
         return await service.status(model)
     except ServerCallError as exc:
@@ -82,7 +88,7 @@ def _status_of(statuses: list[VersionStatus], version: int) -> VersionStatus | N
 
 
 async def wait_until_available(
-    service: ModelService,
+    service: StatusSource,
     model: str,
     version: int,
     timeout_s: float,
@@ -121,25 +127,18 @@ async def wait_until_available(
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
-async def _served_version(target: str, timeout_s: float, model: str, label: str) -> int | None:
-    """The version the server resolves ``model@label`` to (GetModelMetadata echoes it)."""
-    client = GrpcModelClient(target, timeout_s, _METADATA_MESSAGE_BYTES)
-    try:
-        signature = await client.get_signature(Target(model, label=label))
-    finally:
-        await client.aclose()
-    return signature.version
-
-
-async def _verify_label(move: LabelMove) -> int:
+async def _verify_label(service: ModelService, move: LabelMove) -> int:
     """The server resolves the label to the new version, or CommandError."""
-    served = await _served_version(move.grpc_target, move.timeout_s, move.model, move.label)
+    try:
+        served = await service.label_version(move.model, move.label)
+    except ServerCallError as exc:
+        raise CommandError(f"the server cannot resolve {move.model}@{move.label}: {exc}") from exc
     if served != move.version:
         raise CommandError(
             f"the server took the config but resolves {move.model}@{move.label} to "
             f"version {served}, not {move.version}"
         )
-    return served
+    return move.version
 
 
 async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
@@ -205,10 +204,10 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
                     say(f"unloading versions without a label: {_versions(dropped)}")
                     await _reload(service, final, "the config without unlabelled versions")
 
-            served = await _verify_label(move)
+            served = await _verify_label(service, move)
             _write_back(move.models_config, original_text, final)
-        except (CommandError, ModelCallError, OSError) as exc:
-            problem = exc.message if isinstance(exc, CommandError | ModelCallError) else str(exc)
+        except (CommandError, OSError) as exc:
+            problem = exc.message if isinstance(exc, CommandError) else str(exc)
             if applied:
                 problem += await _restore(service, original, move.models_config)
             else:
@@ -225,23 +224,34 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
     unlabelled = unlabelled_versions(final_entry)
     if unlabelled:
         line += (
-            f" ({_versions(unlabelled)} {'has' if len(unlabelled) == 1 else 'have'} no label "
-            "and stay loaded; --unload-unlabelled unloads such versions)"
-        )
+            f" (version {unlabelled[0]} has no label and stays loaded"
+            if len(unlabelled) == 1
+            else f" (versions {_versions(unlabelled)} have no label and stay loaded"
+        ) + "; --unload-unlabelled unloads such versions)"
     elif dropped:
         line += f" (unloaded: {_versions(dropped)})"
     say(line)
     rendered = render_models_config(final, original_text)
-    kept = "its top comment block is kept"
+    said = []
+    if rendered.kept_comments:
+        said.append("the comment block at its top is kept")
     if rendered.dropped_comments:
-        kept += f"; {rendered.dropped_comments} comment line(s) inside the config were not kept"
-    say(f"wrote {move.models_config} ({kept})")
+        said.append(f"{rendered.dropped_comments} comment line(s) inside the config were lost")
+    say(f"wrote {move.models_config}" + (f" ({'; '.join(said)})" if said else ""))
 
 
 async def _reload(service: ModelService, config: ModelServerConfig, what: str) -> None:
     try:
         await service.reload(config)
     except ServerCallError as exc:
+        if exc.code == "DEADLINE_EXCEEDED":
+            raise CommandError(
+                f"the server did not finish reloading {what} within {service.timeout_s:g} s ({exc})"
+            ) from exc
+        if exc.code == "UNAVAILABLE":
+            raise CommandError(
+                f"cannot reach the model server at {service.target} to reload {what}: {exc}"
+            ) from exc
         raise CommandError(f"the server refused {what}: {exc}") from exc
 
 

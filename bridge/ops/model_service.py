@@ -15,11 +15,13 @@ import grpc.aio
 
 from bridge.wire import (
     error_codes_pb2,
+    get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
     model_pb2,
     model_server_config_pb2,
     model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
 )
 
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -65,13 +67,18 @@ def _state_name(state: int) -> str:
 
 
 class ModelService:
-    """One channel to a model server's ModelService; every call has a deadline."""
+    """One channel to a model server's ModelService; every call has a deadline.
+
+    ``label_version`` asks the PredictionService (GetModelMetadata echoes the
+    version a label resolves to); there is no other way to read a label back.
+    """
 
     def __init__(self, target: str, timeout_s: float) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self._channel = grpc.aio.insecure_channel(target, options=[("grpc.enable_retries", 0)])
         self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     async def __aenter__(self) -> ModelService:
         return self
@@ -116,6 +123,19 @@ class ModelService:
             raise ServerCallError(
                 _code_name(response.status.error_code), response.status.error_message
             )
+
+    async def label_version(self, model: str, label: str) -> int | None:
+        """The version the server resolves ``model``'s ``label`` to."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=model_pb2.ModelSpec(name=model, version_label=label),
+            metadata_field=["signature_def"],
+        )
+        try:
+            response = await self._predictions.GetModelMetadata(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+        spec = response.model_spec
+        return spec.version.value if spec.HasField("version") else None
 
 
 def _translate(exc: grpc.aio.AioRpcError) -> ServerCallError:

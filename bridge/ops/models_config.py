@@ -66,6 +66,7 @@ def count_comments(text: str) -> int:
 @dataclass(frozen=True, slots=True)
 class Rendered:
     text: str
+    kept_comments: int  # comment lines of the original's top block, kept
     dropped_comments: int  # comment lines of the original that are not in ``text``
 
 
@@ -77,7 +78,7 @@ def render_models_config(config: ModelServerConfig, original: str = "") -> Rende
     text = header + text_format.MessageToString(config)
     if not text.endswith("\n"):
         text += "\n"
-    return Rendered(text, count_comments(body))
+    return Rendered(text, count_comments(header), count_comments(body))
 
 
 def model_names(config: ModelServerConfig) -> list[str]:
