@@ -77,6 +77,7 @@ class Predictor:
         self._client = client
         self._health = health
         self._policy = policy
+        self._gone: dict[Target, float] = {}  # targets NOT_FOUND past the bound
 
     async def run(
         self, target: Target, signature: Signature, instances: Sequence[Instance]
@@ -111,6 +112,8 @@ class Predictor:
 
         def stop(_: RetryCallState) -> bool:
             if state.not_found_since is not None:
+                if target in self._gone:
+                    return True  # already waited out once: fail at once until it is back
                 return time.monotonic() - state.not_found_since >= policy.not_found_timeout_s
             return state.counted >= policy.max_attempts
 
@@ -130,7 +133,7 @@ class Predictor:
                     state.last_ms = int(time.time() * 1000)
                     state.first_ms = state.first_ms or state.last_ms
                     try:
-                        return await self._client.predict(target, signature, instances), state
+                        prediction = await self._client.predict(target, signature, instances)
                     except ModelCallError as exc:
                         state.outage = exc.retriable and await self._health.hold_if_down()
                         if isinstance(exc, ModelNotFoundError) and not state.outage:
@@ -141,6 +144,13 @@ class Predictor:
                         if exc.retriable and not stop(attempt.retry_state):
                             log.debug("retrying", target=str(target), error=exc.message)
                         raise
+                    self._gone.pop(target, None)
+                    return prediction, state
         except ModelCallError as exc:
+            if isinstance(exc, ModelNotFoundError) and target not in self._gone:
+                # The target stayed missing for the whole bound: later batches for it
+                # fail without the wait, until a call to it succeeds again.
+                self._gone[target] = time.monotonic()
+                log.warning("target_gone", target=str(target), error=exc.message)
             raise CallFailedError(exc, state) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover

@@ -117,3 +117,29 @@ async def test_poison_events_in_a_batch_fail_alone(bad_positions: list[int]) -> 
     )
     assert client.calls[0] == 8
     assert len(client.calls) <= 1 + 2 * len(bad_positions) * 3  # splitting stays logarithmic
+
+
+async def test_a_missing_version_is_retried_for_a_bound_then_fails_fast() -> None:
+    from bridge.errors import ModelNotFoundError
+
+    client = FakeModelClient(
+        lambda _: ModelNotFoundError(
+            "Servable not found for request: Specific(fraud, 3)", grpc_status="NOT_FOUND"
+        )
+    )
+    policy = RetryPolicy(3, 0.001, 0.002, not_found_timeout_s=0.05)
+    health = ServerHealth(lambda: client.is_ready(TARGET), 0.001, 0.005)
+    runner = Predictor(client, health, policy)
+    (first,) = await runner.run(TARGET, FRAUD, instances([1]))
+    assert isinstance(first, Failure) and first.error.reason == "model_not_found"
+    assert first.attempts > policy.max_attempts  # bounded by time, not by the attempt count
+    assert first.last_attempt_ms is not None and first.first_attempt_ms is not None
+    assert first.last_attempt_ms - first.first_attempt_ms >= 40
+    calls = len(client.calls)
+    (second,) = await runner.run(TARGET, FRAUD, instances([2]))
+    assert isinstance(second, Failure) and second.attempts == 1  # known gone: no second wait
+    assert len(client.calls) == calls + 1
+    client.behaviour = echo_amounts  # the version is back
+    (third,) = await runner.run(TARGET, FRAUD, instances([3]))
+    assert isinstance(third, Success)
+    assert health.outages == 0  # the server was up all along: nothing paused
