@@ -44,6 +44,7 @@ from bridge.shadow import ShadowMirror
 log = structlog.get_logger("bridge")
 
 IDLE_POLL_MS = 200  # longest a poll waits when no batch is open (bounds stop latency)
+STALL_PAUSE_S = 1.0  # full for this long: pause the partitions (see Bridge._room)
 
 
 class StartupError(Exception):
@@ -94,6 +95,7 @@ class Bridge:
         self.fatal: BaseException | None = None
         self.queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self.paused = False
+        self._full_since: float | None = None
         self.counts = {"events": 0, "results": 0, "failures": 0}
         self.metrics = Metrics()
         self.metrics.gauges["bridge_paused"] = lambda: float(self.paused)
@@ -278,15 +280,20 @@ class Bridge:
         max_pending = self.settings.batch.max_pending
         first = True
         while not self.stop.is_set():
-            room = self._backpressure(consumer, max_pending)
             deadline = lanes.deadline()
             timeout_ms = (
                 IDLE_POLL_MS if deadline is None else max(0, int((deadline - loop.time()) * 1000))
             )
-            fetched = await consumer.getmany(
-                timeout_ms=timeout_ms,
-                max_records=max(1, min(room, self.settings.kafka.fetch_max_records)),
-            )
+            room = await self._room(consumer, max_pending, timeout_ms / 1000)
+            if room == 0:
+                fetched = {}
+                if self.paused:  # keep polling, so the group knows this member is alive
+                    fetched = await consumer.getmany(timeout_ms=timeout_ms)
+            else:
+                fetched = await consumer.getmany(
+                    timeout_ms=timeout_ms,
+                    max_records=min(room, self.settings.kafka.fetch_max_records),
+                )
             now = loop.time()
             routes = lanes.routes
             assert routes is not None  # noqa: S101 - applied before consuming
@@ -338,22 +345,40 @@ class Bridge:
         else:
             self.queue.put_nowait(batch)
 
-    def _backpressure(self, consumer: AIOKafkaConsumer, max_pending: int) -> int:
-        """Pause every assigned partition while too much is pending or the server is down."""
+    async def _room(self, consumer: AIOKafkaConsumer, max_pending: int, wait_s: float) -> int:
+        """How many more events to take; 0 after waiting up to ``wait_s`` for some to finish.
+
+        Full for a moment (normal under load): no records are taken, what aiokafka
+        prefetched (bounded by the fetch size) stays where it is. Full for longer, or
+        the server down: the assigned partitions are paused, which also drops that
+        prefetch, and polling goes on so the group keeps the member. They resume once
+        half the room is back: pausing and resuming refetch, so no flapping.
+        """
         assert self.delivery is not None  # noqa: S101 - set in _serve
         pending = self.delivery.pending()
-        should_pause = pending >= max_pending or not self.health.up
-        assigned = consumer.assignment()
-        if should_pause:
-            # Also pauses partitions assigned since the last pass.
-            consumer.pause(*assigned)
+        loop = asyncio.get_running_loop()
+        full = pending >= max_pending
+        if not full:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = loop.time()
+        stalled = full and loop.time() - self._full_since >= STALL_PAUSE_S  # type: ignore[operator]
+        if not self.health.up or stalled:
             if not self.paused:
                 log.info("paused", pending=pending, server_up=self.health.up)
-        elif self.paused:
-            consumer.resume(*assigned)
+                self.paused = True
+            consumer.pause(*consumer.assignment())  # also what was assigned since
+            return 0
+        if self.paused and pending <= max_pending // 2:
+            consumer.resume(*consumer.assignment())
+            self.paused = False
             log.info("resumed", pending=pending)
-        self.paused = should_pause
-        return max(0, max_pending - pending)
+        if self.paused:
+            return 0
+        if full:
+            await self.delivery.wait_progress(min(wait_s, 0.05))
+            return 0
+        return max_pending - pending
 
     # -- predict -----------------------------------------------------------------------
 

@@ -43,7 +43,18 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(10_000, gt=0, description="Group session timeout")
     max_poll_interval_ms: int = Field(300_000, gt=0, description="Max time between polls")
     fetch_max_records: int = Field(
-        2_000, gt=0, description="Most records taken from the consumer per poll"
+        500, gt=0, description="Most records taken from the consumer per poll"
+    )
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=0,
+        description=(
+            "Longest a fetch waits for data (brokers that answer a waiting fetch only "
+            "at its deadline, like the dev broker, add up to this much latency)"
+        ),
+    )
+    fetch_max_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Most bytes one fetch brings (bounds memory)"
     )
     producer_linger_ms: int = Field(
         0,
@@ -124,7 +135,7 @@ class BatchSettings(_Section):
         4, gt=0, description="Model requests in flight at once (per-event mode: events)"
     )
     max_pending: int = Field(
-        10_000, gt=0, description="Events held in the bridge before it pauses fetching"
+        2_000, gt=0, description="Events held in the bridge before it pauses fetching"
     )
 
 

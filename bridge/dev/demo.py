@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace, bootstrap: str, bridge: BridgeProcess) -> dict[str, Any]:
     source, results, failures = TOPICS
-    events = list(payments(args.events, malformed_every=args.malformed_every))
+    # A generator, not a list: orjson's output bytes hold a few KiB each while alive.
+    events = payments(args.events, malformed_every=args.malformed_every)
     reader = await report.OutputReader(bootstrap, results, failures).start()
     kafka = report.producer(bootstrap)
     await kafka.start()
@@ -148,12 +149,17 @@ async def _run(args: argparse.Namespace, bootstrap: str, bridge: BridgeProcess) 
     try:
         first_produce = time.time()
         sent = await report.produce(kafka, source, events, rate=args.rate, on_sent=on_sent)
-        complete = await reader.wait_for(len(sent), args.timeout)
+        deadline = time.monotonic() + args.timeout
+        complete = False
+        while not complete and time.monotonic() < deadline and _alive(bridge):
+            complete = await reader.wait_for(len(sent), min(1.0, deadline - time.monotonic()))
         progress.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await progress
         _progress_line(reader, produced, args.events, first_produce, None)
-        if not complete:
+        if not _alive(bridge):
+            say("  the bridge exited before every event had a record (see bridge.log)")
+        elif not complete:
             say(f"  timed out after {args.timeout:.0f} s waiting for records")
         say("stopping the bridge (SIGTERM) ...")
         exit_code = await asyncio.to_thread(bridge.stop)
@@ -163,6 +169,10 @@ async def _run(args: argparse.Namespace, bootstrap: str, bridge: BridgeProcess) 
         await kafka.stop()
         await reader.stop()
     return summarize(args, sent, reader.outputs, first_produce, exit_code, bridge)
+
+
+def _alive(bridge: BridgeProcess) -> bool:
+    return bridge.process is not None and bridge.process.poll() is None
 
 
 async def _progress(reader: report.OutputReader, produced: Any, total: int) -> None:

@@ -121,6 +121,26 @@ def cpu_seconds(pid: int | None) -> float | None:
     return None
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU time all cores spent busy (not idle or waiting for I/O) since boot."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / _TICKS
+    return None
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """The process's resident set now (VmRSS), in MiB."""
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 # -- inputs ------------------------------------------------------------------------------
 
 
@@ -282,8 +302,11 @@ class OutputReader:
             if remaining <= 0:
                 return False
             self._grew.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation (Ctrl-C) that arrives as the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._grew.wait(), min(remaining, 0.5))
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._grew.wait()
         return True
 
     async def settle(self, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
@@ -292,7 +315,8 @@ class OutputReader:
         while time.monotonic() < deadline:
             self._grew.clear()
             try:
-                await asyncio.wait_for(self._grew.wait(), quiet_s)
+                async with asyncio.timeout(quiet_s):
+                    await self._grew.wait()
             except TimeoutError:
                 return
 
@@ -388,14 +412,17 @@ def rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table: first column left-aligned, the others right-aligned."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """A plain text table; ``align`` has an ``l`` or ``r`` per column (default: the first
+    column left, the others right)."""
     cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
 
     def line(row: Sequence[str]) -> str:
         return "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+            cell.ljust(widths[i]) if align[i] == "l" else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
         ).rstrip()
 
     rule = "  ".join("-" * width for width in widths)

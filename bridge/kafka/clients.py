@@ -36,6 +36,8 @@ def make_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=max(kafka.session_timeout_ms // 3, 100),
         max_poll_interval_ms=kafka.max_poll_interval_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        fetch_max_bytes=kafka.fetch_max_bytes,
     )
 
 

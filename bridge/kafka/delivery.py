@@ -145,6 +145,12 @@ class Delivery:
                 await asyncio.wait_for(self._progress.wait(), remaining)
         return True
 
+    async def wait_progress(self, timeout_s: float) -> None:
+        """Until some output is acknowledged, or ``timeout_s``."""
+        self._progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout_s)
+
     def hand_back(self, partitions: Iterable[TopicPartition]) -> int:
         """Forget revoked partitions; their unfinished events are the next owner's."""
         return sum(len(self.ledgers.pop(tp)) for tp in partitions if tp in self.ledgers)

@@ -81,14 +81,51 @@ class InstanceBuilder:
             if field not in event:
                 where = f"field '{field}'" if field == name else f"field '{field}' (input '{name}')"
                 raise MissingInputError(f"missing {where}; the signature needs {self._needs()}")
+            value = event[field]
+            fast = _fast_leaves(value, spec)
+            if fast is not None:
+                values[name] = fast
+                shapes[name] = () if spec.instance_shape == () else (len(fast),)
+                continue
             leaves: list[Leaf] = []
-            shapes[name] = _flatten(event[field], spec, field, leaves)
+            shapes[name] = _flatten(value, spec, field, leaves)
             values[name] = leaves
         copied = {f: event[f] for f in self._copy_fields if f in event}
         return Instance(values, shapes, copied)
 
     def _needs(self) -> str:
         return ", ".join(f"'{field}'" for _, field, _ in self._inputs)
+
+
+_NUMBERS = frozenset({int, float})
+_INTEGERS = frozenset({int})
+_BOOLS = frozenset({bool})
+
+
+def _fast_leaves(value: Any, spec: TensorSpec) -> list[Leaf] | None:
+    """The common cases in C-speed checks: a scalar, or a flat list of the right length.
+
+    None means "take the general path", which also produces the error message.
+    """
+    shape, dtype = spec.instance_shape, spec.dtype
+    if shape == ():
+        kind = type(value)
+        if (dtype.is_float and kind in _NUMBERS) or (kind is bool and dtype is DType.BOOL):
+            return [value]
+        return None
+    if shape is None or len(shape) != 1 or type(value) is not list:
+        return None
+    if shape[0] not in (-1, len(value)) or not value:
+        return None
+    kinds = set(map(type, value))
+    if dtype.is_float and kinds <= _NUMBERS:
+        return value
+    if dtype.is_integer and kinds <= _INTEGERS:
+        low, high = dtype.int_range
+        return value if low <= min(value) and max(value) <= high else None
+    if dtype is DType.BOOL and kinds <= _BOOLS:
+        return value
+    return None
 
 
 def _flatten(value: Any, spec: TensorSpec, field: str, out: list[Leaf]) -> tuple[int, ...]:

@@ -24,8 +24,7 @@ def test_builds_flat_values_and_shapes_in_signature_order() -> None:
     builder = InstanceBuilder(FRAUD, copy_fields=["id", "absent"])
     instance = builder.build(fraud_event(amount=3))
     assert list(instance.values) == ["time", "amount", "pca"]
-    assert instance.values["amount"] == [3.0]
-    assert isinstance(instance.values["amount"][0], float)
+    assert instance.values["amount"] == [3.0]  # an int is a fine float; packing converts it
     assert instance.shapes == {"time": (), "amount": (), "pca": (28,)}
     assert instance.copied == {"id": "tx-1"}
 
@@ -131,3 +130,26 @@ def test_variable_inner_dims_give_different_shape_keys() -> None:
     one = builder.build({**base, "grid": [[1, 2]]})
     two = builder.build({**base, "grid": [[1, 2], [3, 4]]})
     assert one.shape_key != two.shape_key
+
+
+@pytest.mark.parametrize(
+    "pca",
+    [
+        [0.1] * 27 + [True],  # a bool is not a number here, even though Python says so
+        [0.1] * 27 + [None],
+        [0.1] * 27 + [[0.1]],
+        [0.1] * 29,
+    ],
+)
+def test_the_fast_path_rejects_what_the_general_path_rejects(pca: list[object]) -> None:
+    with pytest.raises((InputTypeError, InputShapeError)):
+        InstanceBuilder(FRAUD).build(fraud_event(pca=pca))
+
+
+def test_integer_lists_are_range_checked_on_the_fast_path() -> None:
+    from bridge.serving.signature import DType, Signature, TensorSpec
+
+    ids = Signature("m", 1, "s", {"ids": TensorSpec(DType.INT8, (-1, 3))}, {})
+    assert InstanceBuilder(ids).build({"ids": [1, -128, 127]}).values["ids"] == [1, -128, 127]
+    with pytest.raises(InputTypeError, match="out of range for DT_INT8"):
+        InstanceBuilder(ids).build({"ids": [1, 2, 128]})
