@@ -44,6 +44,7 @@ from bridge.shadow import ShadowMirror
 log = structlog.get_logger("bridge")
 
 IDLE_POLL_MS = 200  # longest a poll waits when no batch is open (bounds stop latency)
+SHUTDOWN_STEP_S = 5.0  # longest one Kafka step of the shutdown may take
 STALL_PAUSE_S = 1.0  # full for this long: pause the partitions (see Bridge._room)
 
 
@@ -132,7 +133,7 @@ class Bridge:
             if metrics_server is not None:
                 metrics_server.close()
             if self.follower is not None:
-                await self.follower.stop()
+                await _bounded(self.follower.stop(), "stop the control-topic reader")
             await self.health.close()
             await self.client.aclose()
         if self.fatal is not None:
@@ -243,9 +244,9 @@ class Bridge:
             try:
                 await self._pipeline(consumer, producer)
             finally:
-                await consumer.stop()
+                await _bounded(consumer.stop(), "leave the group")
         finally:
-            await producer.stop()
+            await _bounded(producer.stop(), "close the producer")
 
     async def _pipeline(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         assert self.delivery is not None  # noqa: S101 - set in _serve
@@ -472,11 +473,23 @@ class Bridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await delivery.flush()
+        await _bounded(delivery.flush(), "flush the producer")
         emitter.cancel()
         await asyncio.gather(emitter, return_exceptions=True)
-        await delivery.commit()
+        await _bounded(delivery.commit(), "commit")
         log.info("stopped", drained=drained, handed_back=delivery.pending(), **self.counts)
+
+
+async def _bounded(step: Coroutine[Any, Any, None], what: str) -> None:
+    """A shutdown step that needs Kafka: give up after a bound if Kafka is unreachable.
+
+    What was not committed is replayed by the next owner (at-least-once), which is
+    better than a process that ignores SIGTERM until it is killed.
+    """
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.error("shutdown_step_timed_out", step=what, seconds=SHUTDOWN_STEP_S)  # noqa: TRY400
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -54,7 +54,10 @@ class KafkaSettings(_Section):
         ),
     )
     fetch_max_bytes: int = Field(
-        8 * 1024 * 1024, gt=0, description="Most bytes one fetch brings (bounds memory)"
+        2 * 1024 * 1024, gt=0, description="Most bytes one fetch brings (bounds memory)"
+    )
+    max_partition_fetch_bytes: int = Field(
+        512 * 1024, gt=0, description="Most bytes one fetch brings per partition"
     )
     producer_linger_ms: int = Field(
         0,

@@ -38,6 +38,7 @@ def make_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
         max_poll_interval_ms=kafka.max_poll_interval_ms,
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         fetch_max_bytes=kafka.fetch_max_bytes,
+        max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
     )
 
 

@@ -57,7 +57,13 @@ class ModelClient(Protocol):
         ...
 
     async def is_ready(self, target: Target) -> bool:
-        """True if the model has an AVAILABLE version; False when down. Never raises."""
+        """Is the server up for this model? Never raises.
+
+        True if the model has an AVAILABLE version, and also if the server answers
+        that it does not know the model (it is up: waiting for it would not help,
+        and a missing model must not look like an outage). False when the server
+        cannot be reached or the model is still loading.
+        """
         ...
 
     async def aclose(self) -> None: ...

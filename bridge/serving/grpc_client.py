@@ -105,8 +105,9 @@ class GrpcModelClient:
                 get_model_status_pb2.GetModelStatusRequest(model_spec=spec),
                 timeout=self._timeout_s,
             )
-        except grpc.aio.AioRpcError:
-            return False
+        except grpc.aio.AioRpcError as exc:
+            # NOT_FOUND is an answer: the server is up, the model is just not there.
+            return exc.code() == grpc.StatusCode.NOT_FOUND
         return any(status.state == _AVAILABLE for status in response.model_version_status)
 
     async def aclose(self) -> None:

@@ -88,6 +88,8 @@ class RestModelClient:
             response = await self._client.get(path)
         except httpx.HTTPError:
             return False
+        if response.status_code == 404:
+            return True  # an answer: the server is up, the model is just not there
         if response.status_code != 200:
             return False
         statuses = orjson.loads(response.content).get("model_version_status", [])
