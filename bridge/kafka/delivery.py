@@ -72,43 +72,55 @@ class Delivery:
                     continue  # handed back in a rebalance: its outputs are not ours to write
                 ready = ledger.take_ready()
                 if ready:
-                    now = loop.time()
-                    await self._send(
-                        ledger, [(slot, self._build_output(slot, now)) for slot in ready]
-                    )
+                    await self._send(ledger, ready, loop.time())
 
     async def _send(
-        self, ledger: PartitionLedger[Outcome], outputs: list[tuple[Slot[Outcome], OutputRecord]]
+        self, ledger: PartitionLedger[Outcome], ready: list[Slot[Outcome]], now: float
     ) -> None:
         """One producer batch per run of outputs bound for the same topic and partition.
 
         A batch costs one future and one accumulator entry instead of one per record,
         which is most of what producing costs in Python; runs keep the offset order.
+        Each output is built just before it is appended, so only the batch's own
+        buffer holds it (orjson's bytes carry a 4 KB allocation each).
         """
-        start = 0
-        while start < len(outputs):
-            first = outputs[start][1]
-            batch = self._producer.create_batch()
-            end = start
-            while end < len(outputs):
-                output = outputs[end][1]
-                if (output.topic, output.partition) != (first.topic, first.partition):
-                    break
-                if (
-                    batch.append(
-                        timestamp=None, key=output.key, value=output.value, headers=output.headers
-                    )
-                    is None
-                ):
-                    if end == start:
-                        raise ValueError(f"output of offset {outputs[end][0].offset} is too large")
-                    break  # the batch is full: the rest go in the next one
-                end += 1
-            batch.close()
-            future = await self._producer.send_batch(batch, first.topic, partition=first.partition)
-            slots = [slot for slot, _ in outputs[start:end]]
-            future.add_done_callback(lambda fut, slots=slots: self._on_ack(fut, ledger, slots))
-            start = end
+        batch: Any = None
+        slots: list[Slot[Outcome]] = []
+        where: tuple[str, int] = ("", -1)
+        for slot in ready:
+            output = self._build_output(slot, now)
+            if batch is not None and (output.topic, output.partition) != where:
+                await self._send_batch(batch, where, ledger, slots)
+                batch, slots = None, []
+            if batch is None:
+                batch, where = self._producer.create_batch(), (output.topic, output.partition)
+            if self._append(batch, output) is None:
+                if not slots:
+                    raise ValueError(f"the output of offset {slot.offset} is too large to send")
+                await self._send_batch(batch, where, ledger, slots)  # full: start the next
+                batch, slots = self._producer.create_batch(), []
+                if self._append(batch, output) is None:
+                    raise ValueError(f"the output of offset {slot.offset} is too large to send")
+            slots.append(slot)
+        if batch is not None:
+            await self._send_batch(batch, where, ledger, slots)
+
+    @staticmethod
+    def _append(batch: Any, output: OutputRecord) -> Any:
+        return batch.append(
+            timestamp=None, key=output.key, value=output.value, headers=output.headers
+        )
+
+    async def _send_batch(
+        self,
+        batch: Any,
+        where: tuple[str, int],
+        ledger: PartitionLedger[Outcome],
+        slots: list[Slot[Outcome]],
+    ) -> None:
+        batch.close()
+        future = await self._producer.send_batch(batch, where[0], partition=where[1])
+        future.add_done_callback(lambda fut: self._on_ack(fut, ledger, slots))
 
     def _on_ack(
         self,

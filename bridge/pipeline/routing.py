@@ -70,6 +70,7 @@ class Routes:
     routes: tuple[Route, ...]
     shadow: Shadow | None = None
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    _only: Route | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         total = sum(route.weight for route in self.routes)
@@ -88,6 +89,8 @@ class Routes:
             cumulative.append(running)
         cumulative[-1] = BUCKETS  # rounding never leaves a gap at the end
         object.__setattr__(self, "_cumulative", tuple(cumulative))
+        live = [route for route in self.routes if route.weight > 0]
+        object.__setattr__(self, "_only", live[0] if len(live) == 1 else None)
 
     @property
     def targets(self) -> list[Target]:
@@ -98,6 +101,8 @@ class Routes:
         return found
 
     def choose(self, key: bytes | None, position: tuple[str, int, int]) -> Route:
+        if self._only is not None:
+            return self._only  # one live route: nothing to hash
         point = _bucket(key if key is not None else _position_bytes(position), b"route")
         for route, bound in zip(self.routes, self._cumulative, strict=True):
             if point < bound and route.weight > 0:

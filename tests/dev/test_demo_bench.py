@@ -1,0 +1,146 @@
+"""``make demo`` and ``make bench`` as a user runs them: subprocesses that start the
+broker, the model server and bridges, and must exit 0, stop everything they started
+and write JSON whose counts add up. Nothing here looks at how fast anything was: the
+machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bridge.dev.payments import payments
+from bridge.dev.stack import REPO
+
+pytestmark = pytest.mark.integration
+
+DEMO_EVENTS = 300
+MALFORMED_EVERY = 20  # 15 malformed: every kind three times
+
+
+def _run(module: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _left_running(marker: str) -> list[str]:
+    """Command lines of processes still running that mention ``marker`` (an out folder)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in text:
+            found.append(text)
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    run = _run(
+        "bridge.dev.demo",
+        "--events",
+        str(DEMO_EVENTS),
+        "--malformed-every",
+        str(MALFORMED_EVERY),
+        "--out",
+        str(out),
+        timeout_s=540,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "demo summary" in run.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    expected = Counter(p.expected for p in payments(DEMO_EVENTS, malformed_every=MALFORMED_EVERY))
+    malformed = {kind: n for kind, n in expected.items() if kind != "result"}
+
+    assert summary["ok"] is True
+    assert summary["problems"] == []
+    assert summary["exactly_one_record_per_event"] is True
+    assert summary["events"] == DEMO_EVENTS
+    assert summary["outputs"] == DEMO_EVENTS
+    assert summary["results"] + summary["failures"]["total"] == DEMO_EVENTS
+    assert summary["results"] == expected["result"]
+    assert summary["malformed_produced"] == malformed
+    assert summary["failures"]["by_reason"] == malformed
+    # gRPC says which version served; the label "stable" points at version 1.
+    assert summary["versions"] == {"1": summary["results"]}
+    assert 0 <= summary["flagged"]["count"] <= summary["results"]
+    for key in ("end_to_end", "bridge_ms", "model_ms", "queued_ms"):
+        assert summary["latency_ms"][key]["count"] == summary["results"]
+    assert summary["throughput"]["events_per_s"] > 0
+    assert summary["bridge"]["exit_code"] == 0
+    assert summary["bridge"]["stopped"]["events"] == DEMO_EVENTS
+    assert summary["bridge"]["stopped"]["handed_back"] == 0
+    for name in ("bridge.log", "server.log"):
+        assert (out / name).stat().st_size > 0
+    assert _left_running(str(out)) == []
+
+
+@pytest.mark.timeout(900)
+def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    run = _run("bridge.dev.bench", "--quick", "--out", str(out), timeout_s=840)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for heading in ("Throughput", "Limit 1, direct", "Latency, per event", "Targets"):
+        assert heading in run.stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"setup", "rows", "direct", "targets"} <= set(results)
+    plan = results["setup"]["plan"]
+    batch = plan["batch"]
+    rows = {row["name"]: row for row in results["rows"]}
+    assert set(rows) == {
+        "pass-through",
+        "bridge grpc per-event",
+        f"bridge grpc batched {batch}",
+        "bridge rest per-event",
+        f"bridge rest batched {batch}",
+    }
+    for name, row in rows.items():
+        assert row["exit_code"] == 0, name
+        assert row["accounted"] is True, (name, row["accounting_problems"])
+        assert row["outputs"] == row["events"], name
+        assert row["failures"] == 0, name
+        assert row["events_per_s"] > 0, name
+        assert row["start_s"]["consuming"] is not None, name
+        assert row["peak_rss_mb"] > 0, name
+        paced = name == "pass-through" or name.endswith("per-event")
+        assert ("latency" in row) == paced, name
+        if paced:
+            assert row["latency"]["count"] == plan["paced"], name
+            assert row["latency"]["end_to_end_ms"]["count"] == plan["paced"], name
+    for name in ("bridge grpc per-event", "bridge rest per-event"):
+        assert rows[name]["events"] == plan["per_event"]
+        assert rows[name]["latency"]["bridge_minus_model_ms"]["count"] == plan["paced"]
+        assert rows[name]["latency_slow"]["count"] == plan["slow_paced"]
+        assert rows[name]["latency_slow"]["rate"] == plan["slow_rate"]
+    assert rows["pass-through"]["events"] == plan["limit_events"]
+    for protocol in ("grpc", "rest"):
+        assert rows[f"bridge {protocol} batched {batch}"]["events"] == plan["events"]
+
+    for protocol in ("grpc", "rest"):
+        direct = results["direct"][protocol]
+        assert direct["batch_1"]["instances"] == plan["per_event"]
+        assert direct[f"batch_{batch}"]["instances"] == plan["limit_events"]
+        assert direct["batch_1"]["call_ms"]["count"] == plan["per_event"]
+        assert direct["paced_batch_1"]["calls"] == plan["paced"]
+
+    assert results["setup"]["model"]["version"] == 1
+    for target in results["targets"]:
+        assert {"target", "value", "unit", "goal", "pass", "definition"} <= set(target)
+        assert target["pass"] in (True, False, None)
+    assert _left_running(str(out)) == []
