@@ -118,7 +118,9 @@ def test_run_help_and_readme_list_every_setting(capsys: pytest.CaptureFixture[st
     for name, default, _ in describe_settings():
         assert name in help_text
         assert f"[default: {default}]" in help_text
-        assert f"`{name}`" in readme, f"README does not document {name}"
+        assert f"`{name}`" in readme, (
+            f"README does not document {name}: run python -m bridge.dev.readme_settings"
+        )
 
 
 def test_run_with_bad_settings_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
