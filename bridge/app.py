@@ -428,15 +428,7 @@ class Bridge:
         assert self.records is not None  # noqa: S101 - set in _serve
         record: Any = slot.record
         lane, copied = slot.context
-        source = Source(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-            record.key,
-            record.value,
-            record.headers,
-        )
+        source = Source.of(record)
         outcome = slot.outcome
         fetched = slot.times["fetched"]
         bridge_ms = (now - fetched) * 1000

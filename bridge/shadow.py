@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -57,7 +56,7 @@ class ShadowMirror:
             log.info("shadow_failed", route=lane.name, size=len(batch), error=exc.message)
             failure = Failure(exc, attempts=1)
             outputs = [
-                self._records.shadow_failure(_source(p.record), failure, lane.name, lane.target)
+                self._records.shadow_failure(Source.of(p.record), failure, lane.name, lane.target)
                 for p in batch
             ]
         else:
@@ -65,7 +64,7 @@ class ShadowMirror:
             topic = self._records.shadow_topic
             outputs = [
                 self._records.result(
-                    _source(pending.record),
+                    Source.of(pending.record),
                     Success(values, prediction.version, 1, model_ms),
                     "shadow:" + lane.name,
                     lane.target,
@@ -90,15 +89,3 @@ class ShadowMirror:
             self.sent += 1
         except KafkaError as exc:
             log.warning("shadow_produce_failed", error=repr(exc))
-
-
-def _source(record: Any) -> Source:
-    return Source(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        record.headers,
-    )

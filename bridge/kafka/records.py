@@ -36,6 +36,19 @@ class Source:
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
 
+    @classmethod
+    def of(cls, record: Any) -> Source:
+        """From an aiokafka ``ConsumerRecord``."""
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            record.headers,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
