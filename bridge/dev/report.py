@@ -30,6 +30,9 @@ from bridge.kafka.records import BRIDGE, CONNECT
 
 MODEL = "fraud"
 SERVING = REPO / "serving"
+# The model server's models.config: a copy of serving/models.config in the out folder,
+# with absolute model paths; a label move rewrites this copy, never the committed file.
+LOCAL_MODELS_CONFIG = "models.local.config"
 # The reader's fetch wait. Tansu answers a fetch up to about half of fetch.max.wait.ms
 # after data arrives (it does not wake the fetch on produce), so a reader with aiokafka's
 # default (500 ms) would add ~0-250 ms to every latency it measures; 10 ms adds ~0-5 ms.
@@ -56,7 +59,7 @@ def unwind_on_sigterm() -> None:
 
 def server_flags(out_dir: Path) -> list[str]:
     """The sidecar's own flags (serving/*.config), with the model paths made local."""
-    config = local_models_config(SERVING / "models.config", out_dir / "models.local.config")
+    config = local_models_config(SERVING / "models.config", out_dir / LOCAL_MODELS_CONFIG)
     return [
         f"--model_config_file={config}",
         "--allow_version_labels_for_unavailable_models",
@@ -200,6 +203,7 @@ class Output:
     source_ms: int | None = None  # the input's CreateTime (results carry it)
     reason: str | None = None
     version: int | None = None
+    route: str | None = None  # the route that picked the target (results and failures)
     flagged: bool | None = None
     timings: dict[str, float] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
@@ -215,19 +219,26 @@ def parse_output(record: Any, kind: str, read_at: float) -> Output:
             int(headers.get(CONNECT + "offset", "-1")),
         )
         return Output(
-            source, kind, read_at, record.timestamp, reason=headers.get(BRIDGE + "reason")
+            source,
+            kind,
+            read_at,
+            record.timestamp,
+            reason=headers.get(BRIDGE + "reason"),
+            route=headers.get(BRIDGE + "model.route"),
         )
     body = orjson.loads(record.value)
     src = body.get("source", {})
     outputs = body.get("outputs") or {}
     flagged = outputs.get("flagged")
+    model = body.get("model") or {}
     return Output(
         (src.get("topic", "?"), int(src.get("partition", -1)), int(src.get("offset", -1))),
         kind,
         read_at,
         record.timestamp,
         source_ms=src.get("timestamp"),
-        version=(body.get("model") or {}).get("version"),
+        version=model.get("version"),
+        route=model.get("route"),
         flagged=bool(flagged[0] if isinstance(flagged, list) else flagged)
         if flagged is not None
         else None,

@@ -16,11 +16,15 @@ import pytest
 
 from bridge.dev.payments import payments
 from bridge.dev.stack import REPO
+from bridge.ops.labels import read_models_config
+from bridge.ops.models_config import find_model
 
 pytestmark = pytest.mark.integration
 
-DEMO_EVENTS = 300
-MALFORMED_EVERY = 20  # 15 malformed: every kind three times
+DEMO_EVENTS = 600
+DEMO_RATE = 600  # events/s: a one-second run, the label moves after 300 events
+MALFORMED_EVERY = 20  # 30 malformed: every kind six times
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run(module: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -32,6 +36,11 @@ def _run(module: str, *args: str, timeout_s: float) -> subprocess.CompletedProce
         timeout=timeout_s,
         check=False,
     )
+
+
+def _labels(models_config: Path) -> dict[str, int]:
+    _, config = read_models_config(models_config)
+    return dict(find_model(config, "fraud").version_labels)
 
 
 def _left_running(marker: str) -> list[str]:
@@ -54,6 +63,8 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
         "bridge.dev.demo",
         "--events",
         str(DEMO_EVENTS),
+        "--rate",
+        str(DEMO_RATE),
         "--malformed-every",
         str(MALFORMED_EVERY),
         "--out",
@@ -62,6 +73,7 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "demo summary" in run.stdout
+    assert "A/B test, routes stable 90 / canary 10: label stable moved v1 -> v2" in run.stdout
 
     summary = json.loads((out / "summary.json").read_text())
     expected = Counter(p.expected for p in payments(DEMO_EVENTS, malformed_every=MALFORMED_EVERY))
@@ -75,9 +87,41 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
     assert summary["results"] + summary["failures"]["total"] == DEMO_EVENTS
     assert summary["results"] == expected["result"]
     assert summary["malformed_produced"] == malformed
-    assert summary["failures"]["by_reason"] == malformed
-    # gRPC says which version served; the label "stable" points at version 1.
-    assert summary["versions"] == {"1": summary["results"]}
+    assert summary["failures"]["by_reason"] == malformed  # no valid payment failed
+    # gRPC says which version served. Routes stable 90 / canary 10; stable moves 1 -> 2
+    # halfway, so version 1 served stable before the move and version 2 the rest.
+    assert summary["config"]["routes"] == {"stable": 90, "canary": 10}
+    assert set(summary["versions"]) == {"1", "2"}
+    assert sum(summary["versions"].values()) == summary["results"]
+
+    move = summary["label_move"]
+    assert move["ok"] is True and move["error"] is None
+    assert (move["label"], move["from_version"], move["to_version"]) == ("stable", 1, 2)
+    assert 0 < move["started_s"] <= move["done_s"]
+    assert set(move["versions_sent_after"]) <= {"2"}
+
+    ab = summary["ab"]
+    by_version = ab["by_version"]
+    assert set(by_version) == {"1", "2"}
+    for version, row in by_version.items():
+        assert row["events"] == summary["versions"][version] > 0
+        assert row["latency_ms"]["end_to_end"]["count"] == row["events"]
+        assert row["latency_ms"]["bridge_ms"]["p50"] is not None
+        assert row["latency_ms"]["bridge_ms"]["p99"] is not None
+        assert 0 <= row["flagged"]["count"] <= row["events"]
+    assert sum(row["events"] for row in by_version.values()) == summary["results"]
+    routes = ab["by_route_version"]
+    assert set(routes) == {"stable", "canary"}
+    assert set(routes["stable"]) == {"1", "2"}  # before and after the move
+    assert set(routes["canary"]) == {"2"}
+    timeline = ab["timeline"]
+    for series in timeline["versions"].values():
+        assert len(series["events"]) == len(timeline["starts"])
+    assert sum(sum(s["events"]) for s in timeline["versions"].values()) == summary["results"]
+
+    chart = out / "ab_test.png"
+    assert summary["chart"] == str(chart)
+    assert chart.read_bytes()[:8] == PNG_MAGIC
     assert 0 <= summary["flagged"]["count"] <= summary["results"]
     for key in ("end_to_end", "bridge_ms", "model_ms", "queued_ms"):
         assert summary["latency_ms"][key]["count"] == summary["results"]
@@ -87,6 +131,9 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
     assert summary["bridge"]["stopped"]["handed_back"] == 0
     for name in ("bridge.log", "server.log"):
         assert (out / name).stat().st_size > 0
+    # The label moved in the server's copy of models.config, never in the committed one.
+    assert _labels(out / "models.local.config") == {"stable": 2, "canary": 2}
+    assert _labels(REPO / "serving" / "models.config") == {"stable": 1, "canary": 2}
     assert _left_running(str(out)) == []
 
 
