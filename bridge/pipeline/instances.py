@@ -68,25 +68,27 @@ class InstanceBuilder:
     ) -> None:
         self.signature = signature
         input_map = input_map or {}
-        # (input name, event field, spec) in signature order.
+        # (input name, event field, spec, fast-path plan) in signature order.
         self._inputs = [
-            (name, input_map.get(name, name), spec) for name, spec in signature.inputs.items()
+            (name, input_map.get(name, name), spec, _fast_plan(spec))
+            for name, spec in signature.inputs.items()
         ]
         self._copy_fields = tuple(copy_fields)
 
     def build(self, event: Mapping[str, Any]) -> Instance:
         values: dict[str, list[Leaf]] = {}
         shapes: dict[str, tuple[int, ...]] = {}
-        for name, field, spec in self._inputs:
+        for name, field, spec, plan in self._inputs:
             if field not in event:
                 where = f"field '{field}'" if field == name else f"field '{field}' (input '{name}')"
                 raise MissingInputError(f"missing {where}; the signature needs {self._needs()}")
             value = event[field]
-            fast = _fast_leaves(value, spec)
-            if fast is not None:
-                values[name] = fast
-                shapes[name] = () if spec.instance_shape == () else (len(fast),)
-                continue
+            if plan is not None:
+                fast = _fast_leaves(value, plan)
+                if fast is not None:
+                    values[name] = fast
+                    shapes[name] = () if plan.scalar else (len(fast),)
+                    continue
             leaves: list[Leaf] = []
             shapes[name] = _flatten(value, spec, field, leaves)
             values[name] = leaves
@@ -94,7 +96,7 @@ class InstanceBuilder:
         return Instance(values, shapes, copied)
 
     def _needs(self) -> str:
-        return ", ".join(f"'{field}'" for _, field, _ in self._inputs)
+        return ", ".join(f"'{field}'" for _, field, _, _ in self._inputs)
 
 
 _NUMBERS = frozenset({int, float})
@@ -102,30 +104,54 @@ _INTEGERS = frozenset({int})
 _BOOLS = frozenset({bool})
 
 
-def _fast_leaves(value: Any, spec: TensorSpec) -> list[Leaf] | None:
+@dataclass(frozen=True, slots=True)
+class _FastPlan:
+    """What the common case of one input looks like, worked out once per signature."""
+
+    scalar: bool
+    length: int  # of a flat list; -1 = any
+    kinds: frozenset[type]
+    int_range: tuple[int, int] | None
+
+
+def _fast_plan(spec: TensorSpec) -> _FastPlan | None:
+    dtype, shape = spec.dtype, spec.instance_shape
+    if dtype.is_float:
+        kinds = _NUMBERS
+    elif dtype.is_integer:
+        kinds = _INTEGERS
+    elif dtype is DType.BOOL:
+        kinds = _BOOLS
+    else:
+        return None  # strings take the general path
+    int_range = dtype.int_range if dtype.is_integer else None
+    if shape == ():
+        return _FastPlan(True, 0, kinds, int_range)
+    if shape is not None and len(shape) == 1:
+        return _FastPlan(False, shape[0], kinds, int_range)
+    return None
+
+
+def _fast_leaves(value: Any, plan: _FastPlan) -> list[Leaf] | None:
     """The common cases in C-speed checks: a scalar, or a flat list of the right length.
 
     None means "take the general path", which also produces the error message.
     """
-    shape, dtype = spec.instance_shape, spec.dtype
-    if shape == ():
-        kind = type(value)
-        if (dtype.is_float and kind in _NUMBERS) or (kind is bool and dtype is DType.BOOL):
-            return [value]
+    if plan.scalar:
+        if type(value) not in plan.kinds:
+            return None
+        if plan.int_range is not None and not plan.int_range[0] <= value <= plan.int_range[1]:
+            return None
+        return [value]
+    if type(value) is not list or not value or plan.length not in (-1, len(value)):
         return None
-    if shape is None or len(shape) != 1 or type(value) is not list:
+    if not set(map(type, value)) <= plan.kinds:
         return None
-    if shape[0] not in (-1, len(value)) or not value:
+    if plan.int_range is not None and not (
+        plan.int_range[0] <= min(value) and max(value) <= plan.int_range[1]
+    ):
         return None
-    kinds = set(map(type, value))
-    if dtype.is_float and kinds <= _NUMBERS:
-        return value
-    if dtype.is_integer and kinds <= _INTEGERS:
-        low, high = dtype.int_range
-        return value if low <= min(value) and max(value) <= high else None
-    if dtype is DType.BOOL and kinds <= _BOOLS:
-        return value
-    return None
+    return value
 
 
 def _flatten(value: Any, spec: TensorSpec, field: str, out: list[Leaf]) -> tuple[int, ...]:
