@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.control import RoutesFollower
 from bridge.errors import EventError
@@ -242,13 +242,13 @@ class Bridge:
             log.info("joining_group", group=settings.kafka.group_id, topic=settings.topics.input)
             await consumer.start()
             try:
-                await self._pipeline(consumer, producer)
+                await self._pipeline(consumer)
             finally:
                 await _bounded(consumer.stop(), "leave the group")
         finally:
             await _bounded(producer.stop(), "close the producer")
 
-    async def _pipeline(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _pipeline(self, consumer: AIOKafkaConsumer) -> None:
         assert self.delivery is not None  # noqa: S101 - set in _serve
         delivery = self.delivery
         tasks = [
@@ -306,7 +306,7 @@ class Bridge:
                 for record in records:
                     self.counts["events"] += 1
                     slot: Slot[Outcome] = ledger.add(record.offset, record)
-                    slot.times["fetched"] = now
+                    slot.fetched = now
                     position = (record.topic, record.partition, record.offset)
                     lane = lanes.lane_for(routes.choose(record.key, position))
                     slot.context = (lane, None)
@@ -363,7 +363,7 @@ class Bridge:
             self._full_since = None
         elif self._full_since is None:
             self._full_since = loop.time()
-        stalled = full and loop.time() - self._full_since >= STALL_PAUSE_S  # type: ignore[operator]
+        stalled = self._full_since is not None and loop.time() - self._full_since >= STALL_PAUSE_S
         if not self.health.up or stalled:
             if not self.paused:
                 log.info("paused", pending=pending, server_up=self.health.up)
@@ -399,7 +399,7 @@ class Bridge:
             for pending, outcome in zip(batch, outcomes, strict=True):
                 slot = pending.slot
                 assert slot is not None  # noqa: S101 - main lanes always carry a slot
-                slot.times["dispatched"] = started
+                slot.dispatched = started
                 slot.resolve(outcome)
                 delivery.resolved(pending.tp)
                 if isinstance(outcome, Failure):
@@ -430,14 +430,14 @@ class Bridge:
         lane, copied = slot.context
         source = Source.of(record)
         outcome = slot.outcome
-        fetched = slot.times["fetched"]
+        fetched = slot.fetched
         bridge_ms = (now - fetched) * 1000
         model = lane.target.model
         if isinstance(outcome, Success):
             self.counts["results"] += 1
             self.metrics.observe(model, lane.name, outcome.version, "result", "", bridge_ms)
             timings = {
-                "queued_ms": (slot.times.get("dispatched", fetched) - fetched) * 1000,
+                "queued_ms": ((slot.dispatched or fetched) - fetched) * 1000,
                 "model_ms": outcome.model_ms,
                 "bridge_ms": bridge_ms,
             }

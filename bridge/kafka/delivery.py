@@ -181,9 +181,7 @@ class Delivery:
             remaining = deadline - loop.time()
             if self.failed or remaining <= 0:
                 return False
-            self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
+            await self.wait_progress(remaining)
         return True
 
     async def wait_progress(self, timeout_s: float) -> None:

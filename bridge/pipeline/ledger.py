@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,8 +34,9 @@ class Slot(Generic[T]):
     record: Any
     outcome: T | None = None
     state: SlotState = SlotState.WAITING
-    # Filled in by the pipeline as the record moves along (for timings).
-    times: dict[str, float] = field(default_factory=dict)
+    # Loop times the pipeline stamps as the record moves along (for timings).
+    fetched: float = 0.0
+    dispatched: float | None = None
     # What the pipeline carries from consume to produce (e.g. copied event fields).
     context: Any = None
 
