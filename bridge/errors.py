@@ -13,6 +13,7 @@
         ├── ServerBusyError             busy                yes  RESOURCE_EXHAUSTED, HTTP 429
         ├── DeadlineExceededError       deadline_exceeded   yes
         ├── AbortedError                aborted             yes
+        ├── CallCancelledError          cancelled           yes  server shutting down: hold
         ├── ModelNotFoundError          model_not_found     yes  for a bounded time (mid-transition)
         ├── RejectedInputError          rejected_input      no   the data: split the batch
         └── ModelServerError            model_error         no   INTERNAL, UNKNOWN, ...
@@ -107,6 +108,17 @@ class AbortedError(ModelCallError):
     retriable = True
 
 
+class CallCancelledError(ModelCallError):
+    """CANCELLED from the server: it dropped a call in flight, typically while shutting down.
+
+    The bridge never cancels a call itself with an RPC error (its own cancellations are
+    asyncio's), so this is the server going away: retried, and the outage hold applies.
+    """
+
+    reason = "cancelled"
+    retriable = True
+
+
 class ModelNotFoundError(ModelCallError):
     """The model, version or label is not (yet, or any more) on the server."""
 
@@ -130,6 +142,7 @@ _GRPC_CODES: dict[str, type[ModelCallError]] = {
     "RESOURCE_EXHAUSTED": ServerBusyError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
     "ABORTED": AbortedError,
+    "CANCELLED": CallCancelledError,
     "NOT_FOUND": ModelNotFoundError,
     "INVALID_ARGUMENT": RejectedInputError,
     "FAILED_PRECONDITION": RejectedInputError,

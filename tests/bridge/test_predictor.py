@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import pytest
 
 from bridge.errors import (
+    ModelCallError,
     ModelServerError,
     RejectedInputError,
     ServerBusyError,
-    ServerUnavailableError,
+    error_for_grpc_status,
 )
 from bridge.pipeline.health import ServerHealth
 from bridge.pipeline.instances import Instance, InstanceBuilder
@@ -72,13 +73,15 @@ async def test_retries_are_bounded_while_the_server_is_up() -> None:
     assert failure.first_attempt_ms <= failure.last_attempt_ms
 
 
-async def test_an_outage_holds_and_never_fails() -> None:
+# A server going down refuses new calls (UNAVAILABLE) and cancels those in flight (CANCELLED).
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "CANCELLED"])
+async def test_an_outage_holds_and_never_fails(code: str) -> None:
     # Down for more probes than the retry limit: only an uncounted hold survives it.
     client = FakeModelClient(ready=False, up_after_probes=POLICY.max_attempts * 3)
 
-    def behaviour(batch: Sequence[Instance]) -> Prediction | ServerUnavailableError:
+    def behaviour(batch: Sequence[Instance]) -> Prediction | ModelCallError:
         if not client.ready:
-            return ServerUnavailableError("connection refused", grpc_status="UNAVAILABLE")
+            return error_for_grpc_status(code, "server going away")
         return echo_amounts(batch)
 
     client.behaviour = behaviour
