@@ -28,7 +28,7 @@ from bridge.control import RoutesFollower
 from bridge.errors import EventError
 from bridge.kafka.clients import make_consumer, make_producer
 from bridge.kafka.delivery import Delivery
-from bridge.kafka.records import OutputRecord, RecordBuilder, Source
+from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.lanes import Lanes, Pending, RoutesRejectedError, initial_routes
 from bridge.metrics import Metrics, serve_metrics
 from bridge.pipeline.health import ServerHealth
@@ -145,6 +145,18 @@ class Bridge:
         if not self.stop.is_set():
             log.info("stopping", signal=why)
         self.stop.set()
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """These tasks run until shutdown cancels them; one that dies stops the bridge.
+
+        Without this, a bug in (say) the emitter would leave the consumer paused and
+        the process alive forever; stopping uncommitted lets a restart replay the work.
+        """
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        log.error("task_failed", task=task.get_name(), error=repr(error), exc_info=error)
+        self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         self.fatal = self.fatal or error
@@ -266,6 +278,8 @@ class Bridge:
         if self.shadow is not None:
             tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
         emitter = asyncio.create_task(delivery.run_emitter(), name="emitter")
+        for task in (*tasks, emitter):
+            task.add_done_callback(self._task_ended)
         try:
             await self._consume(consumer)
         finally:
@@ -298,22 +312,27 @@ class Bridge:
             now = loop.time()
             routes = lanes.routes
             assert routes is not None  # noqa: S101 - applied before consuming
+            # Per record, only what must be per record: the common single-route,
+            # no-shadow case does no hashing and no lookups.
+            only = lanes.lane_for(routes.only) if routes.only is not None else None
+            shadowing = lanes.shadow is not None and routes.shadow is not None
             for tp, records in fetched.items():
                 if first:
                     log.info("consuming", topic=tp.topic)
                     first = False
+                self.counts["events"] += len(records)
                 ledger = delivery.ledger(tp)
                 for record in records:
-                    self.counts["events"] += 1
                     slot: Slot[Outcome] = ledger.add(record.offset, record)
                     slot.fetched = now
-                    position = (record.topic, record.partition, record.offset)
-                    lane = lanes.lane_for(routes.choose(record.key, position))
-                    slot.context = (lane, None)
+                    lane = only or lanes.lane_for(
+                        routes.choose(record.key, (record.topic, record.partition, record.offset))
+                    )
                     try:
                         event = parse_event(record.value, max_bytes)
                         instance = lane.builder.build(event)
                     except EventError as exc:
+                        slot.context = (lane, None)
                         slot.resolve(Failure(exc, attempts=0))
                         delivery.resolved(tp)
                         continue
@@ -321,7 +340,9 @@ class Bridge:
                     pending = Pending(tp, slot, instance, lane, record)
                     for batch in lane.batcher.add(pending, instance.shape_key, now):
                         self.dispatch(batch)
-                    if lanes.shadow is not None and routes.shadowed(record.key, position):
+                    if shadowing and routes.shadowed(
+                        record.key, (record.topic, record.partition, record.offset)
+                    ):
                         self._mirror(event, record, tp, now)
             for batch in lanes.take_due(loop.time()):
                 self.dispatch(batch)
@@ -396,16 +417,19 @@ class Bridge:
             )
             failed = 0
             versions: set[int] = set()
+            partitions = set()
             for pending, outcome in zip(batch, outcomes, strict=True):
                 slot = pending.slot
                 assert slot is not None  # noqa: S101 - main lanes always carry a slot
                 slot.dispatched = started
                 slot.resolve(outcome)
-                delivery.resolved(pending.tp)
+                partitions.add(pending.tp)
                 if isinstance(outcome, Failure):
                     failed += 1
                 elif outcome.version is not None:
                     versions.add(outcome.version)
+            for tp in partitions:
+                delivery.resolved(tp)
             log.info(
                 "batch",
                 size=len(batch),
@@ -428,7 +452,6 @@ class Bridge:
         assert self.records is not None  # noqa: S101 - set in _serve
         record: Any = slot.record
         lane, copied = slot.context
-        source = Source.of(record)
         outcome = slot.outcome
         fetched = slot.fetched
         bridge_ms = (now - fetched) * 1000
@@ -442,7 +465,7 @@ class Bridge:
                 "bridge_ms": bridge_ms,
             }
             return self.records.result(
-                source, outcome, lane.name, lane.target, copied or {}, timings
+                record, outcome, lane.name, lane.target, copied or {}, timings
             )
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         self.counts["failures"] += 1
@@ -451,7 +474,7 @@ class Bridge:
             log.info(
                 "failure", offset=record.offset, reason=outcome.error.reason, value=record.value
             )
-        return self.records.failure(source, outcome, lane.name, lane.target)
+        return self.records.failure(record, outcome, lane.name, lane.target)
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections import defaultdict
 from collections.abc import Callable
 
 import structlog
@@ -21,57 +20,64 @@ log = structlog.get_logger("bridge.metrics")
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 Labels = tuple[tuple[str, str], ...]
+# (model, route, served version, outcome, reason): what observe() is called with.
+SeriesKey = tuple[str, str, int | None, str, str]
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.records: dict[Labels, int] = defaultdict(int)
-        self._latency_counts: dict[Labels, list[int]] = {}
-        self._latency_sum: dict[Labels, float] = defaultdict(float)
+        # Per series: a count per latency bucket (+Inf last), then the latency sum.
+        # Observed once per output record, so labels are only formatted at render.
+        self._series: dict[SeriesKey, list[float]] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
 
     def observe(
         self, model: str, route: str, version: int | None, outcome: str, reason: str, ms: float
     ) -> None:
         """One output record: a result (reason "") or a failure with its reason."""
-        served = "" if version is None else str(version)
-        key = (
-            ("model", model),
-            ("route", route),
-            ("version", served),
-            ("outcome", outcome),
-            ("reason", reason),
-        )
-        self.records[key] += 1
-        latency_key = key[:3]
-        counts = self._latency_counts.get(latency_key)
-        if counts is None:
-            counts = self._latency_counts[latency_key] = [0] * (len(BUCKETS_MS) + 1)
-        counts[bisect.bisect_left(BUCKETS_MS, ms)] += 1
-        self._latency_sum[latency_key] += ms
+        key = (model, route, version, outcome, reason)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = [0] * (len(BUCKETS_MS) + 1) + [0.0]
+        series[bisect.bisect_left(BUCKETS_MS, ms)] += 1
+        series[-1] += ms
 
     def render(self) -> str:
+        records: list[tuple[Labels, int]] = []
+        latency: dict[Labels, list[float]] = {}
+        for (model, route, version, outcome, reason), series in self._series.items():
+            labels = (("model", model), ("route", route), ("version", _served(version)))
+            records.append(
+                ((*labels, ("outcome", outcome), ("reason", reason)), int(sum(series[:-1])))
+            )
+            total = latency.setdefault(labels, [0.0] * len(series))
+            for i, value in enumerate(series):
+                total[i] += value
         lines = [
             "# HELP bridge_records_total Output records written, by route and served version.",
             "# TYPE bridge_records_total counter",
         ]
-        lines += [f"bridge_records_total{_fmt(k)} {v}" for k, v in sorted(self.records.items())]
+        lines += [f"bridge_records_total{_fmt(k)} {v}" for k, v in sorted(records)]
         lines += [
             "# HELP bridge_latency_ms Time in the bridge from fetch to produce, per event.",
             "# TYPE bridge_latency_ms histogram",
         ]
-        for key, counts in sorted(self._latency_counts.items()):
+        for key, series in sorted(latency.items()):
             running = 0
-            for bound, count in zip((*BUCKETS_MS, "+Inf"), counts, strict=True):
-                running += count
+            for bound, count in zip((*BUCKETS_MS, "+Inf"), series[:-1], strict=True):
+                running += int(count)
                 lines.append(
                     f"bridge_latency_ms_bucket{_fmt((*key, ('le', str(bound))))} {running}"
                 )
-            lines.append(f"bridge_latency_ms_sum{_fmt(key)} {self._latency_sum[key]:.3f}")
+            lines.append(f"bridge_latency_ms_sum{_fmt(key)} {series[-1]:.3f}")
             lines.append(f"bridge_latency_ms_count{_fmt(key)} {running}")
         for name, read in sorted(self.gauges.items()):
             lines += [f"# TYPE {name} gauge", f"{name} {read():g}"]
         return "\n".join(lines) + "\n"
+
+
+def _served(version: int | None) -> str:
+    return "" if version is None else str(version)
 
 
 def _fmt(labels: Labels) -> str:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bridge.errors import ModelCallError
-from bridge.kafka.records import OutputRecord, RecordBuilder, Source
+from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.lanes import Pending
 from bridge.pipeline.outcomes import Failure, Success
 from bridge.serving.client import ModelClient
@@ -56,7 +56,7 @@ class ShadowMirror:
             log.info("shadow_failed", route=lane.name, size=len(batch), error=exc.message)
             failure = Failure(exc, attempts=1)
             outputs = [
-                self._records.shadow_failure(Source.of(p.record), failure, lane.name, lane.target)
+                self._records.shadow_failure(p.record, failure, lane.name, lane.target)
                 for p in batch
             ]
         else:
@@ -64,7 +64,7 @@ class ShadowMirror:
             topic = self._records.shadow_topic
             outputs = [
                 self._records.result(
-                    Source.of(pending.record),
+                    pending.record,
                     Success(values, prediction.version, 1, model_ms),
                     "shadow:" + lane.name,
                     lane.target,

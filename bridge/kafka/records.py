@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -18,15 +18,32 @@ from bridge.errors import ModelCallError
 from bridge.pipeline.outcomes import Failure, Success
 from bridge.serving.client import Target
 
-Headers = list[tuple[str, bytes]]
-
 CONNECT = "__connect.errors."
 BRIDGE = "__bridge.errors."
 
 
+class SourceRecord(Protocol):
+    """Where an input record came from: what an aiokafka ``ConsumerRecord`` has."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an input record came from."""
+    """A ``SourceRecord`` made by hand (tests, tools)."""
 
     topic: str
     partition: int
@@ -36,19 +53,6 @@ class Source:
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
 
-    @classmethod
-    def of(cls, record: Any) -> Source:
-        """From an aiokafka ``ConsumerRecord``."""
-        return cls(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-            record.key,
-            record.value,
-            record.headers,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
@@ -56,7 +60,7 @@ class OutputRecord:
     partition: int
     key: bytes | None
     value: bytes | None  # None only for a failed tombstone, kept as it came
-    headers: Headers
+    headers: list[tuple[str, bytes]]  # a list: the producer's record builder takes no other
 
 
 class RecordBuilder:
@@ -75,18 +79,21 @@ class RecordBuilder:
         self._shadow = shadow_topic
         self._counts = partition_counts
         self._protocol = protocol
+        # The "model" part of a result is the same for every event a lane's version
+        # serves: encoded once (a few per run), embedded as is.
+        self._model_blocks: dict[tuple[Target, str, int | None], orjson.Fragment] = {}
 
     @property
     def shadow_topic(self) -> str | None:
         return self._shadow
 
-    def _partition(self, topic: str, source: Source) -> int:
+    def _partition(self, topic: str, source: SourceRecord) -> int:
         # The source partition (mod the output's count): per-partition order carries over.
         return source.partition % self._counts[topic]
 
     def result(
         self,
-        source: Source,
+        source: SourceRecord,
         outcome: Success,
         route: str,
         target: Target,
@@ -96,9 +103,13 @@ class RecordBuilder:
     ) -> OutputRecord:
         """The result record (on the shadow topic when ``topic`` says so)."""
         topic = topic or self._results
+        block = self._model_blocks.get((target, route, outcome.version))
+        if block is None:
+            block = orjson.Fragment(orjson.dumps(_model(target, route, outcome.version)))
+            self._model_blocks[(target, route, outcome.version)] = block
         body = {
             "outputs": outcome.outputs,
-            "model": _model(target, route, outcome.version),
+            "model": block,
             "source": {
                 "topic": source.topic,
                 "partition": source.partition,
@@ -113,11 +124,11 @@ class RecordBuilder:
             self._partition(topic, source),
             source.key,
             orjson.dumps(body),
-            list(source.headers),
+            list(source.headers),  # the producer's record builder takes only a list
         )
 
     def shadow_failure(
-        self, source: Source, outcome: Failure, route: str, target: Target
+        self, source: SourceRecord, outcome: Failure, route: str, target: Target
     ) -> OutputRecord:
         """A shadow call that failed: recorded on the shadow topic, nowhere else."""
         if self._shadow is None:
@@ -139,7 +150,9 @@ class RecordBuilder:
             list(source.headers),
         )
 
-    def failure(self, source: Source, outcome: Failure, route: str, target: Target) -> OutputRecord:
+    def failure(
+        self, source: SourceRecord, outcome: Failure, route: str, target: Target
+    ) -> OutputRecord:
         error = outcome.error
         why: dict[str, str | int | None] = {
             CONNECT + "topic": source.topic,

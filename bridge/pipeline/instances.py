@@ -33,13 +33,10 @@ class Instance:
     """One event's model input: per signature input, its leaves (row-major) and shape."""
 
     values: dict[str, list[Leaf]]
-    shapes: dict[str, tuple[int, ...]]
+    shapes: dict[str, tuple[int, ...]]  # shared between instances of a fixed-shape signature
     copied: dict[str, Any]
-
-    @property
-    def shape_key(self) -> tuple[tuple[int, ...], ...]:
-        """Instances can share a request only if their shapes agree (variable inner dims)."""
-        return tuple(self.shapes.values())
+    # Instances can share a request only if their shapes agree (variable inner dims).
+    shape_key: tuple[tuple[int, ...], ...]
 
 
 def parse_event(value: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -74,10 +71,21 @@ class InstanceBuilder:
             for name, spec in signature.inputs.items()
         ]
         self._copy_fields = tuple(copy_fields)
+        # When every input's fast path has one possible shape, all fast-path instances
+        # share one shapes dict and batch key instead of building them per event.
+        plans = [plan for _, _, _, plan in self._inputs]
+        self._fixed: dict[str, tuple[int, ...]] | None = None
+        if all(plan is not None and plan.length != -1 for plan in plans):
+            self._fixed = {
+                name: () if plan.scalar else (plan.length,)
+                for name, _, _, plan in self._inputs
+                if plan is not None
+            }
+        self._fixed_key = tuple(self._fixed.values()) if self._fixed is not None else ()
 
     def build(self, event: Mapping[str, Any]) -> Instance:
         values: dict[str, list[Leaf]] = {}
-        shapes: dict[str, tuple[int, ...]] = {}
+        general: dict[str, tuple[int, ...]] = {}  # shapes of inputs off the fast path
         for name, field, spec, plan in self._inputs:
             if field not in event:
                 where = f"field '{field}'" if field == name else f"field '{field}' (input '{name}')"
@@ -87,13 +95,18 @@ class InstanceBuilder:
                 fast = _fast_leaves(value, plan)
                 if fast is not None:
                     values[name] = fast
-                    shapes[name] = () if plan.scalar else (len(fast),)
                     continue
             leaves: list[Leaf] = []
-            shapes[name] = _flatten(value, spec, field, leaves)
+            general[name] = _flatten(value, spec, field, leaves)
             values[name] = leaves
         copied = {f: event[f] for f in self._copy_fields if f in event}
-        return Instance(values, shapes, copied)
+        if not general and self._fixed is not None:
+            return Instance(values, self._fixed, copied, self._fixed_key)
+        shapes = {
+            name: general[name] if name in general else _fast_shape(plan, values[name])
+            for name, _, _, plan in self._inputs
+        }
+        return Instance(values, shapes, copied, tuple(shapes.values()))
 
     def _needs(self) -> str:
         return ", ".join(f"'{field}'" for _, field, _, _ in self._inputs)
@@ -130,6 +143,11 @@ def _fast_plan(spec: TensorSpec) -> _FastPlan | None:
     if shape is not None and len(shape) == 1:
         return _FastPlan(False, shape[0], kinds, int_range)
     return None
+
+
+def _fast_shape(plan: _FastPlan | None, leaves: list[Leaf]) -> tuple[int, ...]:
+    assert plan is not None  # noqa: S101 - only fast-path inputs lack a general shape
+    return () if plan.scalar else (len(leaves),)
 
 
 def _fast_leaves(value: Any, plan: _FastPlan) -> list[Leaf] | None:

@@ -93,6 +93,11 @@ class Routes:
         object.__setattr__(self, "_only", live[0] if len(live) == 1 else None)
 
     @property
+    def only(self) -> Route | None:
+        """The one route with weight, if there is just one: every event takes it."""
+        return self._only
+
+    @property
     def targets(self) -> list[Target]:
         """Every target these routes may call (shadow included)."""
         found = [route.target for route in self.routes if route.weight > 0]

@@ -131,6 +131,11 @@ def split_outputs(
     for name, (leaves, shape) in outputs.items():
         if shape and shape[0] == count:
             inner = shape[1:]
+            if not inner and not (leaves and isinstance(leaves[0], bytes)):
+                # The common case, one number per instance: nothing to nest or convert.
+                for item, value in zip(per_instance, leaves, strict=True):
+                    item[name] = value
+                continue
             step = prod(inner)
             for i in range(count):
                 per_instance[i][name] = nest(leaves[i * step : (i + 1) * step], inner)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from bridge.errors import (
     OversizeError,
 )
 from bridge.pipeline.instances import InstanceBuilder, parse_event
+from bridge.serving.signature import DType, TensorSpec
 
 from .signatures import FRAUD, MIXED, fraud_event
 
@@ -122,6 +124,32 @@ def test_mixed_signature_rejections(overrides: dict[str, object], message: str) 
     event.update(overrides)
     with pytest.raises((InputTypeError, InputShapeError), match=message):
         InstanceBuilder(MIXED).build(event)
+
+
+def test_fixed_shape_instances_share_one_batch_key() -> None:
+    builder = InstanceBuilder(FRAUD)
+    one = builder.build(fraud_event())
+    two = builder.build(fraud_event(amount=3, pca=[1] * 28))
+    assert one.shapes == {"time": (), "amount": (), "pca": (28,)}
+    assert one.shape_key == two.shape_key == ((), (), (28,))
+
+
+def test_variable_length_vectors_on_the_fast_path_keep_their_own_shape() -> None:
+    signature = replace(FRAUD, inputs={**FRAUD.inputs, "pca": TensorSpec(DType.FLOAT, (-1, -1))})
+    builder = InstanceBuilder(signature)
+    short = builder.build(fraud_event(pca=[0.5] * 3))
+    long = builder.build(fraud_event(pca=[0.5] * 5))
+    assert (short.shapes["pca"], long.shapes["pca"]) == ((3,), (5,))
+    assert short.shape_key != long.shape_key
+
+
+def test_an_input_off_the_fast_path_gets_its_own_shape() -> None:
+    # A 2-D input has no fast path; its ints are converted to the float dtype.
+    signature = replace(FRAUD, inputs={**FRAUD.inputs, "pca": TensorSpec(DType.FLOAT, (-1, 2, 2))})
+    instance = InstanceBuilder(signature).build(fraud_event(pca=[[1, 2], [3, 4.5]]))
+    assert instance.shapes == {"time": (), "amount": (), "pca": (2, 2)}
+    assert instance.values["pca"] == [1.0, 2.0, 3.0, 4.5]
+    assert instance.shape_key == ((), (), (2, 2))
 
 
 def test_variable_inner_dims_give_different_shape_keys() -> None:
