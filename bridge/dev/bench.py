@@ -489,7 +489,8 @@ class Bench:
             row["latency_slow"] = self._latency(slow, reader.outputs, plan.slow_rate)
         say(
             f"  {row['events_per_s'] or 0:,.0f} events/s, peak RSS {row['peak_rss_mb']} MB, "
-            f"start -> consuming {report.ms(row['start_s'].get('consuming'), 2)} s"
+            f"start -> consuming {report.ms(row['start_s'].get('consuming'), 2)} s, "
+            f"CPU us/event {_cpu_text(row['cpu_us_per_event'])}"
         )
         return row
 
@@ -548,6 +549,7 @@ class Bench:
         cpu["others"] = (
             None if machine is None else round(max(0.0, machine - sum(k or 0 for k in known)), 3)
         )
+        steady = (len(outputs) - (first.get("count") or 0)) / wall if wall > 0 else None
         return {
             "name": name,
             "kind": "pass-through" if kind == "pass-through" else "bridge",
@@ -558,10 +560,13 @@ class Bench:
             "failures": sum(1 for o in outputs if o.kind == "failure"),
             "events_per_s": round(len(sent) / span, 1) if span and span > 0 else None,
             "throughput_window_s": None if span is None else round(span, 3),
-            "steady_events_per_s": round((len(outputs) - (first.get("count") or 0)) / wall, 1)
-            if wall > 0
-            else None,
+            "steady_events_per_s": None if steady is None else round(steady, 1),
             "cpu_share": cpu,
+            # CPU time each process spent per event: what a 2-core machine shares out.
+            "cpu_us_per_event": {
+                part: None if share is None or not steady else round(share / steady * 1e6, 1)
+                for part, share in cpu.items()
+            },
             "idle_rss_mb": None if first.get("rss") is None else round(first["rss"] or 0, 1),
             "start_s": start_s,
         }
@@ -805,6 +810,10 @@ async def _commit(
 # -- results -----------------------------------------------------------------------------------
 
 
+def _cpu_text(per_event: dict[str, float | None]) -> str:
+    return " ".join(f"{part} {value:g}" for part, value in per_event.items() if value)
+
+
 def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((row for row in results["rows"] if row["name"] == name), None)
 
@@ -982,6 +991,7 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
                 row["name"],
                 row["events"],
                 report.rate(row["events_per_s"]),
+                report.ms((row.get("cpu_us_per_event") or {}).get("process"), 1),
                 *(
                     _pct(cpu.get(part))
                     for part in ("process", "server", "broker", "bench", "others")
@@ -1001,6 +1011,7 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
                 "row",
                 "N",
                 "events/s",
+                "us/ev",
                 "cpu proc",
                 "server",
                 "broker",
@@ -1019,7 +1030,8 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
     )
     say(
         "  cpu: share of one core used while outputs arrived (proc = the bridge or the loop; "
-        "bench = this process reading outputs; others = everything else on the machine)"
+        "bench = this process reading outputs; others = everything else on the machine); "
+        "us/ev: CPU microseconds the bridge (or pass-through) process spent per event"
     )
     say(
         "  RSS MB: idle = VmRSS once started, before partitions are assigned; peak = VmHWM; "
