@@ -102,6 +102,9 @@ def _run(command: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
     except CommandError as exc:
         print(f"bridge {command}: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"bridge {command}: interrupted", file=sys.stderr, flush=True)
+        return 130  # the shell's code for SIGINT
 
 
 # -- serving status -------------------------------------------------------------

@@ -8,9 +8,10 @@ A label may only point at an AVAILABLE version, so the move takes two reloads:
 
 Nothing unloads on the way (the version the label left stays loaded unless
 ``--unload-unlabelled``), so requests to the label never fail. If a step fails
-the previous config is sent back, so the server again runs what models.config
-says. Only after the server took the new config is models.config rewritten
-(temporary file + rename), so the file stays the source of truth for labels.
+or the command is interrupted (Ctrl-C), the previous config is sent back, so the
+server again runs what models.config says. Only after the server took the new
+config is models.config rewritten (temporary file + rename), so the file stays
+the source of truth for labels.
 """
 
 from __future__ import annotations
@@ -215,6 +216,13 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
                     f"\nnothing was changed on the server; {move.models_config} was not written"
                 )
             raise CommandError(problem) from exc
+        except asyncio.CancelledError:
+            # Ctrl-C (asyncio.run cancels the command): the server must not be left
+            # between the two reloads, running a config the file does not describe.
+            if applied:
+                say("interrupted: sending the previous config back to the server")
+                say((await _restore(service, original, move.models_config)).strip())
+            raise
 
     say(f"{model}: label {label} moved from {_version_text(previous)} to version {version}")
     say(f"  the server resolves {model}@{label} to version {served}")

@@ -15,6 +15,7 @@ import pytest
 
 from bridge.errors import ModelCallError
 from bridge.ops import commands
+from bridge.ops.labels import LabelMove, move_label
 from bridge.ops.model_service import ModelService
 from bridge.ops.models_config import find_model, labels_of, parse_models_config, specific_versions
 from bridge.pipeline.instances import InstanceBuilder
@@ -160,6 +161,29 @@ def test_unload_unlabelled_drops_versions_no_label_points_at(
     assert "versions loaded: 2 (unloaded: 1)" in capsys.readouterr().out
     assert config_file(served) == ({"canary": 2, "stable": 2}, [2])
     assert asyncio.run(states(served)) == {2: "AVAILABLE", 1: "END"}
+
+
+async def test_an_interrupted_move_puts_the_previous_config_back(served: Served) -> None:
+    before = served.config.read_bytes()
+    move = LabelMove("fraud", "stable", 3, served.config, served.server.grpc_target, 30)
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if "is AVAILABLE" in line:  # step 1 is on the server: Ctrl-C before step 2
+            task.cancel()
+
+    task = asyncio.create_task(move_label(move, say))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "interrupted: sending the previous config back to the server" in said
+    assert said[-1].startswith("restored the previous config on the server")
+    assert served.config.read_bytes() == before
+    assert label_version(served, "stable") == 1
+    deadline = time.monotonic() + 30
+    while (await states(served)).get(3) == "AVAILABLE":  # the file's policy has no 3
+        assert time.monotonic() < deadline, "version 3 should unload after the restore"
+        await asyncio.sleep(0.2)
 
 
 async def test_requests_to_the_label_never_fail_while_it_moves(
