@@ -186,6 +186,21 @@ async def wait_for_outputs(
     await outputs.wait_until(check, what, timeout_s, bridge.output)
 
 
+async def wait_until_flowing(
+    outputs: Outputs, stream: Stream, bridge: BridgeProcess, records: int, before: str
+) -> list[Sent]:
+    """The steady state a switch starts from: ``records`` outputs, then every event sent
+    so far accounted for. Returns those events (the ones sent ``before`` the switch)."""
+    await wait_for_outputs(
+        outputs, stream, bridge, lambda o: len(o.records) >= records, f"{records} records {before}"
+    )
+    sent = list(stream.sent)
+    await wait_for_outputs(
+        outputs, stream, bridge, lambda o: o.covers(sent), f"every event sent {before}"
+    )
+    return sent
+
+
 async def finish(
     stream: Stream, outputs: Outputs, bridge: BridgeProcess, timeout_s: float = 45.0
 ) -> tuple[list[Sent], dict[SourceKey, Output]]:

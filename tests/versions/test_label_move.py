@@ -40,6 +40,7 @@ from tests.versions.switching import (
     version_of,
     wait_for_outputs,
     wait_for_states,
+    wait_until_flowing,
     write_models_config,
 )
 
@@ -100,13 +101,7 @@ async def test_label_move_under_load_fails_no_event(
         outputs_for(kafka_bootstrap, topics) as outputs,
         Stream(kafka_bootstrap, topics.input, RATE_PER_S) as stream,
     ):
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: len(o.records) >= 50, "50 records before the move"
-        )
-        before = list(stream.sent)
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: o.covers(before), "every event sent before the move"
-        )
+        before = await wait_until_flowing(outputs, stream, bridge, 50, "before the move")
         await asyncio.sleep(1.0)  # the stream keeps running into the move
 
         said: list[str] = []

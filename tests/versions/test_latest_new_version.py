@@ -33,6 +33,7 @@ from tests.versions.switching import (
     version_states,
     wait_for_outputs,
     wait_for_states,
+    wait_until_flowing,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,13 +66,7 @@ async def test_new_version_under_latest_policy_fails_no_event(
         outputs_for(kafka_bootstrap, topics) as outputs,
         Stream(kafka_bootstrap, topics.input, RATE_PER_S) as stream,
     ):
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: len(o.records) >= 50, "50 records before version 2"
-        )
-        before = list(stream.sent)
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: o.covers(before), "every event sent before the copy"
-        )
+        before = await wait_until_flowing(outputs, stream, bridge, 50, "before version 2")
 
         # Atomically: the server never sees a half-copied "2".
         incoming = base / ".incoming-2"

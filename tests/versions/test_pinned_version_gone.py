@@ -34,6 +34,7 @@ from tests.versions.switching import (
     version_of,
     wait_for_outputs,
     wait_for_states,
+    wait_until_flowing,
     write_models_config,
 )
 
@@ -97,13 +98,7 @@ async def test_pinned_version_unloaded_fails_bounded_and_loses_nothing(
         outputs_for(kafka_bootstrap, topics) as outputs,
         Stream(kafka_bootstrap, topics.input, RATE_PER_S) as stream,
     ):
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: len(o.records) >= 40, "40 records before the unload"
-        )
-        before = list(stream.sent)
-        await wait_for_outputs(
-            outputs, stream, bridge, lambda o: o.covers(before), "every event sent before it"
-        )
+        before = await wait_until_flowing(outputs, stream, bridge, 40, "before the unload")
         await asyncio.sleep(1.0)  # the stream keeps running into the reload
 
         await asyncio.to_thread(reload_config, server, model_config(fraud_models, [1, 2]))
