@@ -42,19 +42,6 @@ class SourceRecord(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """A ``SourceRecord`` made by hand (tests, tools)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
 class OutputRecord:
     topic: str
     partition: int

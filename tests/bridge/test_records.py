@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import orjson
 
 from bridge.errors import InputShapeError, RejectedInputError
-from bridge.kafka.records import RecordBuilder, Source
+from bridge.kafka.records import RecordBuilder
 from bridge.pipeline.outcomes import Failure, Success
 from bridge.serving.client import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """An input record as aiokafka's ``ConsumerRecord`` has it (a ``SourceRecord``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
 
 SOURCE = Source(
     topic="payments",
