@@ -25,14 +25,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.control import RoutesFollower
-from bridge.errors import EventError
+from bridge.errors import BridgeError, EventError, InternalError
 from bridge.kafka.clients import make_consumer, make_producer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.lanes import Lanes, Pending, RoutesRejectedError, initial_routes
 from bridge.metrics import Metrics, serve_metrics
 from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.instances import parse_event
+from bridge.pipeline.instances import NO_FIELDS, parse_event
 from bridge.pipeline.ledger import Slot
 from bridge.pipeline.outcomes import Failure, Outcome, Success
 from bridge.pipeline.predictor import Predictor, RetryPolicy
@@ -332,9 +332,13 @@ class Bridge:
                         event = parse_event(record.value, max_bytes)
                         instance = lane.builder.build(event)
                     except EventError as exc:
-                        slot.context = (lane, None)
-                        slot.resolve(Failure(exc, attempts=0))
-                        delivery.resolved(tp)
+                        self._fail_event(slot, lane, tp, exc)
+                        continue
+                    except Exception as exc:  # one event's bug must not stop the partition
+                        log.exception(
+                            "internal_error", stage="consume", offset=record.offset, exc_info=exc
+                        )
+                        self._fail_event(slot, lane, tp, InternalError.wrapping(exc))
                         continue
                     slot.context = (lane, instance.copied)
                     pending = Pending(tp, slot, instance, lane, record)
@@ -347,14 +351,21 @@ class Bridge:
             for batch in lanes.take_due(loop.time()):
                 self.dispatch(batch)
 
+    def _fail_event(
+        self, slot: Slot[Outcome], lane: Any, tp: TopicPartition, error: BridgeError
+    ) -> None:
+        slot.context = (lane, None)
+        slot.resolve(Failure(error, attempts=0))
+        self.delivery.resolved(tp)  # type: ignore[union-attr]
+
     def _mirror(self, event: dict[str, Any], record: Any, tp: TopicPartition, now: float) -> None:
         """Shadow traffic: best effort, and it never touches the main record."""
         lane = self.lanes.shadow
         assert lane is not None  # noqa: S101 - checked by the caller
         try:
             instance = lane.builder.build(event)
-        except EventError:
-            return  # the shadow target cannot take this event; the main record is unaffected
+        except Exception:  # noqa: BLE001 - the shadow cannot take it; the main record is unaffected
+            return
         for batch in lane.batcher.add(
             Pending(tp, None, instance, lane, record), instance.shape_key, now
         ):
@@ -449,6 +460,15 @@ class Bridge:
         task.add_done_callback(self._background.discard)
 
     def _output(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        """The slot's output record; a result that cannot be built becomes a failure."""
+        try:
+            return self._build_output(slot, now)
+        except Exception as exc:  # one event's bug must not stop the bridge
+            log.exception("internal_error", stage="output", offset=slot.offset, exc_info=exc)
+            slot.outcome = Failure(InternalError.wrapping(exc), attempts=0)
+            return self._build_output(slot, now)
+
+    def _build_output(self, slot: Slot[Outcome], now: float) -> OutputRecord:
         assert self.records is not None  # noqa: S101 - set in _serve
         record: Any = slot.record
         lane, copied = slot.context
@@ -465,7 +485,7 @@ class Bridge:
                 "bridge_ms": bridge_ms,
             }
             return self.records.result(
-                record, outcome, lane.name, lane.target, copied or {}, timings
+                record, outcome, lane.name, lane.target, copied or NO_FIELDS, timings
             )
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         self.counts["failures"] += 1

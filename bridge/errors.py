@@ -7,7 +7,14 @@
     │   ├── OversizeError               oversize            no
     │   ├── MissingInputError           missing_input       no
     │   ├── InputTypeError              wrong_type          no
-    │   └── InputShapeError             wrong_shape         no
+    │   ├── InputShapeError             wrong_shape         no
+    │   ├── FieldTooDeepError           too_deep            no   a copied field JSON cannot nest
+    │   └── RecordError                 (Kafka's record itself could not be read as written)
+    │       ├── BadHeaderError          bad_header          no   a header key that is not UTF-8
+    │       ├── CorruptBatchError       corrupt_batch       no   CRC mismatch: recovered, untrusted
+    │       └── UndecodableBatchError   undecodable_batch   no   nothing recoverable: one record
+    │                                                            for the batch's offset range
+    ├── InternalError                   internal_error      no   a bug met while handling the event
     └── ModelCallError                  (a call to TF Serving failed; carries its status)
         ├── ServerUnavailableError      unavailable         yes  server down: hold, never fail
         ├── ServerBusyError             busy                yes  RESOURCE_EXHAUSTED, HTTP 429
@@ -65,6 +72,39 @@ class InputTypeError(EventError):
 
 class InputShapeError(EventError):
     reason = "wrong_shape"
+
+
+class FieldTooDeepError(EventError):
+    reason = "too_deep"
+
+
+class RecordError(EventError):
+    """The Kafka record could not be read as it was written (the client library refused it)."""
+
+
+class BadHeaderError(RecordError):
+    reason = "bad_header"
+
+
+class CorruptBatchError(RecordError):
+    reason = "corrupt_batch"
+
+
+class UndecodableBatchError(RecordError):
+    reason = "undecodable_batch"
+
+
+class InternalError(BridgeError):
+    """An unexpected exception while handling one event: that event fails, not the process.
+
+    The message names the exception type; the log line ``internal_error`` has the traceback.
+    """
+
+    reason = "internal_error"
+
+    @classmethod
+    def wrapping(cls, exc: BaseException) -> InternalError:
+        return cls(f"{type(exc).__name__}: {exc}"[:500])
 
 
 class ModelCallError(BridgeError):

@@ -84,7 +84,7 @@ class RecordBuilder:
         outcome: Success,
         route: str,
         target: Target,
-        copied: Mapping[str, Any],
+        copied: orjson.Fragment,
         timings: Mapping[str, float],
         topic: str | None = None,
     ) -> OutputRecord:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from bridge.errors import (
+    FieldTooDeepError,
     InputShapeError,
     InputTypeError,
     MissingInputError,
@@ -27,6 +29,12 @@ from bridge.serving.signature import DType, Signature, TensorSpec
 
 Leaf = float | int | bool | bytes
 
+# TensorFlow's TensorShape has at most 254 dimensions: a list nested deeper cannot be
+# a tensor, and checking it level by level would only spend the stack.
+MAX_RANK = 254
+# What a result embeds for "fields" when no fields are copied.
+NO_FIELDS = orjson.Fragment(b"{}")
+
 
 @dataclass(slots=True)
 class Instance:
@@ -34,7 +42,9 @@ class Instance:
 
     values: dict[str, list[Leaf]]
     shapes: dict[str, tuple[int, ...]]  # shared between instances of a fixed-shape signature
-    copied: dict[str, Any]
+    # The copied event fields, already JSON: a field the result cannot hold fails the
+    # event here, not later in the emitter, and the encoding is done once.
+    copied: orjson.Fragment
     # Instances can share a request only if their shapes agree (variable inner dims).
     shape_key: tuple[tuple[int, ...], ...]
 
@@ -99,7 +109,7 @@ class InstanceBuilder:
             leaves: list[Leaf] = []
             general[name] = _flatten(value, spec, field, leaves)
             values[name] = leaves
-        copied = {f: event[f] for f in self._copy_fields if f in event}
+        copied = self._copy(event) if self._copy_fields else NO_FIELDS
         if not general and self._fixed is not None:
             return Instance(values, self._fixed, copied, self._fixed_key)
         shapes = {
@@ -107,6 +117,16 @@ class InstanceBuilder:
             for name, _, _, plan in self._inputs
         }
         return Instance(values, shapes, copied, tuple(shapes.values()))
+
+    def _copy(self, event: Mapping[str, Any]) -> orjson.Fragment:
+        fields = {f: event[f] for f in self._copy_fields if f in event}
+        try:
+            return orjson.Fragment(orjson.dumps(fields))
+        except TypeError as exc:  # orjson encodes at most 254 levels of nesting
+            names = ", ".join(f"'{f}'" for f in fields)
+            raise FieldTooDeepError(
+                f"copied field(s) {names} cannot be written into the result: {exc}"
+            ) from exc
 
     def _needs(self) -> str:
         return ", ".join(f"'{field}'" for _, field, _, _ in self._inputs)
@@ -184,47 +204,58 @@ def _flatten(value: Any, spec: TensorSpec, field: str, out: list[Leaf]) -> tuple
             f"field '{field}' has shape {_fmt_shape(shape)}, "
             f"the signature expects {_fmt_shape(expected)}"
         )
-    convert = _CONVERTERS[spec.dtype]
-    _walk(value, len(shape), spec.dtype, convert, field, out)
+    _walk(value, shape, 0, spec.dtype, _CONVERTERS[spec.dtype], field, out)
     return shape
 
 
 def _shape_of(value: Any, field: str) -> tuple[int, ...]:
+    """The shape the first elements suggest; ``_walk`` checks that the rest agree."""
     dims: list[int] = []
     probe = value
     while isinstance(probe, list):
+        if len(dims) == MAX_RANK:
+            raise InputShapeError(
+                f"field '{field}' nests lists deeper than {MAX_RANK} levels, "
+                "more dimensions than a tensor can have"
+            )
         dims.append(len(probe))
         if not probe:
             break
         probe = probe[0]
-    shape = tuple(dims)
-    _check_rectangular(value, shape, field)
-    return shape
+    return tuple(dims)
 
 
-def _check_rectangular(value: Any, shape: tuple[int, ...], field: str) -> None:
-    if not shape:
+def _walk(
+    value: Any,
+    shape: tuple[int, ...],
+    level: int,
+    dtype: DType,
+    convert: Any,
+    field: str,
+    out: list[Leaf],
+) -> None:
+    """Leaves in row-major order, checking that every list has its level's length.
+
+    Recursion is bounded by ``MAX_RANK`` (the shape was probed first).
+    """
+    if level == len(shape):
         if isinstance(value, list):
             raise InputShapeError(f"field '{field}' is a ragged nested list")
-        return
-    if not isinstance(value, list) or len(value) != shape[0]:
-        raise InputShapeError(f"field '{field}' is a ragged nested list")
-    for item in value:
-        _check_rectangular(item, shape[1:], field)
-
-
-def _walk(value: Any, depth: int, dtype: DType, convert: Any, field: str, out: list[Leaf]) -> None:
-    if depth == 0:
         out.append(convert(value, dtype, field))
         return
+    if not isinstance(value, list) or len(value) != shape[level]:
+        raise InputShapeError(f"field '{field}' is a ragged nested list")
     for item in value:
-        _walk(item, depth - 1, dtype, convert, field, out)
+        _walk(item, shape, level + 1, dtype, convert, field, out)
+
+
+# Bounded in depth and length, so a deeply nested or huge value cannot break the message.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlist = 3, 30, 30, 4
 
 
 def _type_error(value: Any, dtype: DType, field: str) -> InputTypeError:
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
+    shown = _SHOWN.repr(value)
     kind = "null" if value is None else type(value).__name__
     return InputTypeError(
         f"field '{field}' holds {kind} {shown}, the signature expects {dtype.tf_name}"

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from bridge.errors import BridgeError, ModelCallError, ModelNotFoundError, RejectedInputError
+from bridge.errors import (
+    BridgeError,
+    InternalError,
+    ModelCallError,
+    ModelNotFoundError,
+    RejectedInputError,
+)
 from bridge.pipeline.health import ServerHealth
 from bridge.pipeline.instances import Instance
 from bridge.pipeline.outcomes import Failure, Outcome, Success
@@ -91,18 +97,30 @@ class Predictor:
                 log.info(
                     "batch_rejected_splitting", size=len(instances), error=failed.error.message
                 )
-                middle = len(instances) // 2
-                left = await self.run(target, signature, instances[:middle])
-                return left + await self.run(target, signature, instances[middle:])
+                return await self._split(target, signature, instances)
             state = failed.state
             return [
                 Failure(failed.error, state.made, state.first_ms, state.last_ms) for _ in instances
             ]
+        except Exception as exc:  # a bug met by one batch must not stop the bridge
+            if len(instances) > 1:
+                # One event may be what triggers it (an encoding corner): isolate it.
+                log.warning("batch_internal_error_splitting", size=len(instances), error=repr(exc))
+                return await self._split(target, signature, instances)
+            log.exception("internal_error", stage="predict", target=str(target), exc_info=exc)
+            return [Failure(InternalError.wrapping(exc), attempts=1)]
         model_ms = (time.perf_counter() - started) * 1000
         return [
             Success(outputs, prediction.version, state.made, model_ms)
             for outputs in prediction.outputs
         ]
+
+    async def _split(
+        self, target: Target, signature: Signature, instances: Sequence[Instance]
+    ) -> list[Outcome]:
+        middle = len(instances) // 2
+        left = await self.run(target, signature, instances[:middle])
+        return left + await self.run(target, signature, instances[middle:])
 
     async def _call(
         self, target: Target, signature: Signature, instances: Sequence[Instance]

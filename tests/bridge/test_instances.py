@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bridge.errors import (
+    FieldTooDeepError,
     InputShapeError,
     InputTypeError,
     MissingInputError,
@@ -28,7 +29,7 @@ def test_builds_flat_values_and_shapes_in_signature_order() -> None:
     assert list(instance.values) == ["time", "amount", "pca"]
     assert instance.values["amount"] == [3.0]  # an int is a fine float; packing converts it
     assert instance.shapes == {"time": (), "amount": (), "pca": (28,)}
-    assert instance.copied == {"id": "tx-1"}
+    assert orjson.loads(orjson.dumps(instance.copied)) == {"id": "tx-1"}
 
 
 def test_input_map_renames_fields() -> None:
@@ -181,3 +182,42 @@ def test_integer_lists_are_range_checked_on_the_fast_path() -> None:
     assert InstanceBuilder(ids).build({"ids": [1, -128, 127]}).values["ids"] == [1, -128, 127]
     with pytest.raises(InputTypeError, match="out of range for DT_INT8"):
         InstanceBuilder(ids).build({"ids": [1, 2, 128]})
+
+
+def nested(depth: int, leaf: object = 1.0) -> object:
+    value: object = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [255, 1000, 1023])
+def test_inputs_nested_deeper_than_a_tensor_fail_as_wrong_shape(depth: int) -> None:
+    # orjson reads up to 1,024 levels; recursing over them once broke the bridge.
+    event = fraud_event(pca=nested(depth))
+    with pytest.raises(InputShapeError, match="deeper than 254 levels"):
+        InstanceBuilder(FRAUD).build(event)
+    unknown_rank = replace(FRAUD, inputs={**FRAUD.inputs, "pca": TensorSpec(DType.FLOAT, None)})
+    with pytest.raises(InputShapeError, match="deeper than 254 levels"):
+        InstanceBuilder(unknown_rank).build(event)
+
+
+def test_a_deeply_nested_value_of_the_wrong_type_names_it_briefly() -> None:
+    event = fraud_event(amount={"a": nested(900)})
+    with pytest.raises(InputTypeError, match="holds dict") as caught:
+        InstanceBuilder(FRAUD).build(event)
+    assert len(str(caught.value)) < 200
+
+
+def test_a_rank_254_input_is_still_a_tensor() -> None:
+    unknown_rank = replace(FRAUD, inputs={**FRAUD.inputs, "pca": TensorSpec(DType.FLOAT, None)})
+    instance = InstanceBuilder(unknown_rank).build(fraud_event(pca=nested(254, 0.5)))
+    assert instance.shapes["pca"] == (1,) * 254
+    assert instance.values["pca"] == [0.5]
+
+
+def test_a_copied_field_too_deep_for_the_result_fails_the_event_at_once() -> None:
+    builder = InstanceBuilder(FRAUD, copy_fields=["id", "meta"])
+    assert builder.build(fraud_event(meta=nested(250, "x"))).copied is not None
+    with pytest.raises(FieldTooDeepError, match="'meta'"):
+        builder.build(fraud_event(meta=nested(300, "x")))

@@ -146,3 +146,18 @@ async def test_a_missing_version_is_retried_for_a_bound_then_fails_fast() -> Non
     (third,) = await runner.run(TARGET, FRAUD, instances([3]))
     assert isinstance(third, Success)
     assert health.outages == 0  # the server was up all along: nothing paused
+
+
+async def test_an_unexpected_exception_fails_only_the_event_that_causes_it() -> None:
+    def behaviour(batch: Sequence[Instance]) -> Prediction:
+        if any(instance.values["amount"] == [13] for instance in batch):
+            raise ValueError("cannot encode 13")  # a bug in encoding, say, not a server error
+        return echo_amounts(batch)
+
+    client = FakeModelClient(behaviour)
+    outcomes = await predictor(client)[0].run(TARGET, FRAUD, instances([1, 13, 3, 4]))
+    assert [type(o).__name__ for o in outcomes] == ["Success", "Failure", "Success", "Success"]
+    failed = outcomes[1]
+    assert isinstance(failed, Failure)
+    assert failed.error.reason == "internal_error"
+    assert failed.error.message == "ValueError: cannot encode 13"
