@@ -64,8 +64,9 @@ class KafkaSettings(_Section):
         ge=0,
         description="Producer batching delay (records batch anyway while a send is in flight)",
     )
-    producer_compression: Literal["none", "gzip"] = Field(
-        "none", description="Compression of the records the bridge writes"
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="Compression of the records the bridge writes (none, gzip, snappy, lz4, zstd)",
     )
 
 

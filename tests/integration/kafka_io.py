@@ -190,6 +190,52 @@ class Producer:
         return done
 
 
+def produce_with_librdkafka(
+    bootstrap: str, topic: str, items: Sequence[Item], compression: str = "none"
+) -> list[Sent]:
+    """Produce with librdkafka (confluent-kafka), a client not written here, in batches.
+
+    Linger makes multi-record batches, which is what a compressed batch from a Java or
+    librdkafka producer looks like. Blocking: call it in a thread.
+    """
+    from confluent_kafka import KafkaError as RdKafkaError
+    from confluent_kafka import Message
+    from confluent_kafka import Producer as RdProducer
+
+    producer = RdProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "compression.type": compression,
+            "linger.ms": 20,
+            "acks": "all",
+            "enable.idempotence": False,  # the dev broker has no InitProducerId
+        }
+    )
+    sent: dict[int, Sent] = {}
+    errors: list[str] = []
+
+    def delivered(error: RdKafkaError | None, message: Message, index: int) -> None:
+        if error is not None:
+            errors.append(str(error))
+            return
+        sent[index] = Sent(message.partition(), message.offset(), items[index])
+
+    for index, item in enumerate(items):
+        producer.produce(
+            topic,
+            value=item.value,
+            key=item.key,
+            headers=list(item.headers),
+            partition=-1 if item.partition is None else item.partition,
+            on_delivery=lambda error, message, index=index: delivered(error, message, index),
+        )
+        producer.poll(0)
+    producer.flush(30)
+    if errors or len(sent) != len(items):
+        raise RuntimeError(f"librdkafka delivered {len(sent)} of {len(items)}: {errors[:3]}")
+    return [sent[index] for index in range(len(items))]
+
+
 def end_offsets(sent: Iterable[Sent]) -> dict[int, int]:
     """Per input partition, one past the last offset produced."""
     ends: dict[int, int] = {}
