@@ -15,6 +15,8 @@
     │       └── UndecodableBatchError   undecodable_batch   no   nothing recoverable: one record
     │                                                            for the batch's offset range
     ├── InternalError                   internal_error      no   a bug met while handling the event
+    ├── UnwritableOutputError           output_refused      no   the broker refused the output:
+    │                                                            written without the input value
     └── ModelCallError                  (a call to TF Serving failed; carries its status)
         ├── ServerUnavailableError      unavailable         yes  server down: hold, never fail
         ├── ServerBusyError             busy                yes  RESOURCE_EXHAUSTED, HTTP 429
@@ -105,6 +107,12 @@ class InternalError(BridgeError):
     @classmethod
     def wrapping(cls, exc: BaseException) -> InternalError:
         return cls(f"{type(exc).__name__}: {exc}"[:500])
+
+
+class UnwritableOutputError(BridgeError):
+    """The broker refused an event's output record for good (too large, say)."""
+
+    reason = "output_refused"
 
 
 class ModelCallError(BridgeError):

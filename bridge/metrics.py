@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -30,6 +30,8 @@ class Metrics:
         # Observed once per output record, so labels are only formatted at render.
         self._series: dict[SeriesKey, list[float]] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
+        # name -> (label name or None, a read of the current counts by label value)
+        self.counters: dict[str, tuple[str | None, Callable[[], Mapping[str, float]]]] = {}
 
     def observe(
         self, model: str, route: str, version: int | None, outcome: str, reason: str, ms: float
@@ -73,6 +75,11 @@ class Metrics:
             lines.append(f"bridge_latency_ms_count{_fmt(key)} {running}")
         for name, read in sorted(self.gauges.items()):
             lines += [f"# TYPE {name} gauge", f"{name} {read():g}"]
+        for name, (label, read_counts) in sorted(self.counters.items()):
+            lines.append(f"# TYPE {name} counter")
+            for label_value, count in sorted(read_counts().items()):
+                shown = _fmt(((label, label_value),)) if label is not None else ""
+                lines.append(f"{name}{shown} {count:g}")
         return "\n".join(lines) + "\n"
 
 

@@ -59,6 +59,14 @@ class KafkaSettings(_Section):
     max_partition_fetch_bytes: int = Field(
         512 * 1024, gt=0, description="Most bytes one fetch brings per partition"
     )
+    request_timeout_ms: int = Field(
+        30_000,
+        gt=0,
+        description=(
+            "Deadline of a Kafka request; the producer retries a batch within it, then the "
+            "bridge holds and sends the batch again (a broker that stalls longer is an outage)"
+        ),
+    )
     producer_linger_ms: int = Field(
         0,
         ge=0,
@@ -141,6 +149,14 @@ class BatchSettings(_Section):
     max_pending: int = Field(
         2_000, gt=0, description="Events held in the bridge before it pauses fetching"
     )
+    max_pending_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Bytes of input (keys and values) held before it pauses fetching; "
+            "KAFKA__FETCH_MAX_BYTES may be at most half of it"
+        ),
+    )
 
 
 class RetrySettings(_Section):
@@ -206,6 +222,22 @@ class Settings(BaseSettings):
     def _shadow_needs_a_topic(self) -> Settings:
         if self.model.shadow_target and self.model.shadow_fraction > 0 and not self.topics.shadow:
             raise ValueError("a shadow target needs BRIDGE_TOPICS__SHADOW")
+        return self
+
+    @model_validator(mode="after")
+    def _memory_is_bounded_by_bytes(self) -> Settings:
+        # One fetch may land on top of a full bridge: its size must leave the bound intact.
+        kafka, batch = self.kafka, self.batch
+        if kafka.fetch_max_bytes > batch.max_pending_bytes // 2:
+            raise ValueError(
+                f"BRIDGE_KAFKA__FETCH_MAX_BYTES ({kafka.fetch_max_bytes}) may be at most half of "
+                f"BRIDGE_BATCH__MAX_PENDING_BYTES ({batch.max_pending_bytes})"
+            )
+        if kafka.max_partition_fetch_bytes > kafka.fetch_max_bytes:
+            raise ValueError(
+                f"BRIDGE_KAFKA__MAX_PARTITION_FETCH_BYTES ({kafka.max_partition_fetch_bytes}) "
+                f"may be at most BRIDGE_KAFKA__FETCH_MAX_BYTES ({kafka.fetch_max_bytes})"
+            )
         return self
 
     @classmethod

@@ -1,13 +1,18 @@
-"""aiokafka consumer and producer, built from the settings in one place."""
+"""aiokafka clients, built from the settings in one place."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 
 from bridge.settings import KafkaSettings
+
+# A round of outputs holds one batch per output partition (bridge.kafka.delivery), so a
+# batch may take a whole round; brokers accept 1 MiB batches by default.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 def _connection(kafka: KafkaSettings) -> dict[str, Any]:
@@ -15,6 +20,7 @@ def _connection(kafka: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context()
@@ -47,6 +53,7 @@ def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
         **_connection(kafka),
         acks="all",
         linger_ms=kafka.producer_linger_ms,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         compression_type=None
         if kafka.producer_compression == "none"
         else kafka.producer_compression,
@@ -61,3 +68,8 @@ def make_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         **_connection(kafka), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
+
+
+def make_raw_client(kafka: KafkaSettings) -> AIOKafkaClient:
+    """A protocol-level client for the salvage path's raw fetches (``bridge.kafka.salvage``)."""
+    return AIOKafkaClient(**_connection(kafka))

@@ -1,10 +1,20 @@
-"""From finished slots to Kafka: ordered hand-off to the producer, acks, commits.
+"""From finished slots to Kafka: ordered hand-off to the producer, acks, resends.
 
-One emitter task hands records to the producer, partition by partition in offset
-order (``PartitionLedger.take_ready``); the producer's ack marks the slot; the
-committer commits one past the last acknowledged offset of each partition. A
-record that cannot be written stops the bridge without committing it, so it is
-replayed on restart.
+One emitter task hands outputs to the producer partition by partition, in offset
+order (``PartitionLedger.take_ready``), as *rounds*: per input partition at most
+one round is in flight, and a round holds at most one producer batch per output
+topic-partition. So a batch that fails can be sent again before anything that
+came after it, and order holds through any broker fault:
+
+- a retriable failure (the broker slow or unreachable past the client's request
+  timeout, a leader moving) keeps the outputs and resends them, oldest first,
+  while ``blocked`` tells the consume loop to hold; nothing is lost or reordered.
+  A resend may duplicate a batch the broker wrote but did not acknowledge (without
+  an idempotent producer nobody can tell), never more than the batches in flight;
+- a batch the broker refuses for good (too large, say) is split into single
+  records; a single result it refuses is replaced by a failure record, a failure
+  record by one without the original value (``Outputs.unwritable``); only when
+  even that is refused does the bridge stop, uncommitted, so a restart replays it.
 """
 
 from __future__ import annotations
@@ -12,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bridge.kafka.records import OutputRecord
 from bridge.pipeline.ledger import PartitionLedger, Slot
@@ -25,25 +36,60 @@ from bridge.pipeline.outcomes import Outcome
 log = structlog.get_logger("bridge.delivery")
 
 BuildOutput = Callable[[Slot[Outcome], float], OutputRecord]
+Unwritable = Callable[[Slot[Outcome], BaseException], OutputRecord]
+RESEND_BACKOFF_S = (0.1, 2.0)  # first and longest wait before a failed round is sent again
+
+
+@dataclass(slots=True)
+class _Out:
+    """One output on its way: the slot it acknowledges and how it must be sent."""
+
+    slot: Slot[Outcome]
+    record: OutputRecord
+    alone: bool = False  # in a batch of its own (its batch was refused as a whole)
+    last_resort: bool = False  # already the smallest record this event can end as
+
+
+@dataclass(slots=True)
+class _Round:
+    tp: TopicPartition
+    ledger: PartitionLedger[Outcome]
+    open: int  # batches not yet answered
+    failed: list[_Out] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def retriable(error: BaseException) -> bool:
+    """Worth sending again: the broker may take it later."""
+    return isinstance(error, KafkaTimeoutError) or bool(getattr(error, "retriable", False))
 
 
 class Delivery:
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         build_output: BuildOutput,
+        unwritable: Unwritable,
         on_fatal: Callable[[BaseException], None],
     ) -> None:
-        self._consumer = consumer
         self._producer = producer
         self._build_output = build_output
+        self._unwritable = unwritable
         self._on_fatal = on_fatal
         self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
         self._dirty: set[TopicPartition] = set()
+        self._sending: set[TopicPartition] = set()  # a round is in flight
+        self._carry: dict[TopicPartition, list[_Out]] = {}  # to send first, in this order
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set on every ack; drains wait on it
-        self.failed = False
+        self._trouble_since: float | None = None  # first failed round of the current streak
+        self._resend_after = 0.0
+        self._resend_wait = RESEND_BACKOFF_S[0]
+        self._holding = False  # fenced by a rebalance: write nothing new
+        self.failed = False  # an output could not be written at all: the bridge stops
+        self.resends = 0
+
+    # -- what the rest of the bridge asks -------------------------------------------------
 
     def ledger(self, tp: TopicPartition) -> PartitionLedger[Outcome]:
         ledger = self.ledgers.get(tp)
@@ -54,10 +100,26 @@ class Delivery:
     def pending(self) -> int:
         return sum(len(ledger) for ledger in self.ledgers.values())
 
+    def pending_bytes(self) -> int:
+        return sum(ledger.bytes for ledger in self.ledgers.values())
+
+    @property
+    def blocked(self) -> bool:
+        """Outputs are waiting to be sent again: the broker is not taking them."""
+        return self._trouble_since is not None
+
+    def hold_writes(self, holding: bool) -> None:
+        """Stop (or restart) handing outputs to the producer; rounds in flight finish."""
+        self._holding = holding
+        if not holding:
+            self._wake.set()
+
     def resolved(self, tp: TopicPartition) -> None:
         """A slot of ``tp`` got its outcome: the emitter may have work."""
         self._dirty.add(tp)
         self._wake.set()
+
+    # -- the emitter ------------------------------------------------------------------------
 
     async def run_emitter(self) -> None:
         """The only task that hands records to the producer: offset order per partition."""
@@ -65,112 +127,132 @@ class Delivery:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._dirty:
-                tp = self._dirty.pop()
+            if self._holding:
+                continue  # woken again when the hold ends
+            wait = self._resend_after - loop.time()
+            if wait > 0 and self._carry:
+                await asyncio.sleep(wait)  # the broker is in trouble: do not spin on it
+            for tp in list(self._dirty):
+                if tp in self._sending:
+                    continue  # stays dirty: its next round goes when this one is answered
+                self._dirty.discard(tp)
                 ledger = self.ledgers.get(tp)
                 if ledger is None:
+                    self._carry.pop(tp, None)
                     continue  # handed back in a rebalance: its outputs are not ours to write
+                outs = self._carry.pop(tp, [])
                 ready = ledger.take_ready()
                 if ready:
-                    await self._send(ledger, ready, loop.time())
+                    now = loop.time()
+                    outs += [_Out(slot, self._build_output(slot, now)) for slot in ready]
+                if outs:
+                    await self._send_round(tp, ledger, outs)
 
-    async def _send(
-        self, ledger: PartitionLedger[Outcome], ready: list[Slot[Outcome]], now: float
+    async def _send_round(
+        self, tp: TopicPartition, ledger: PartitionLedger[Outcome], outs: list[_Out]
     ) -> None:
-        """One producer batch per run of outputs bound for the same topic and partition.
-
-        A batch costs one future and one accumulator entry instead of one per record,
-        which is most of what producing costs in Python; runs keep the offset order.
-        Each output is built just before it is appended, so only the batch's own
-        buffer holds it (orjson's bytes carry a 4 KB allocation each).
-        """
-        batch: Any = None
-        slots: list[Slot[Outcome]] = []
-        where: tuple[str, int] = ("", -1)
-        for slot in ready:
-            output = self._build_output(slot, now)
-            if batch is not None and (output.topic, output.partition) != where:
-                await self._send_batch(batch, where, ledger, slots)
-                batch, slots = None, []
-            if batch is None:
-                batch, where = self._producer.create_batch(), (output.topic, output.partition)
-            if self._append(batch, output) is None:
-                if not slots:
-                    raise ValueError(f"the output of offset {slot.offset} is too large to send")
-                await self._send_batch(batch, where, ledger, slots)  # full: start the next
-                batch, slots = self._producer.create_batch(), []
-                if self._append(batch, output) is None:
-                    raise ValueError(f"the output of offset {slot.offset} is too large to send")
-            slots.append(slot)
-        if batch is not None:
-            await self._send_batch(batch, where, ledger, slots)
-
-    @staticmethod
-    def _append(batch: Any, output: OutputRecord) -> Any:
-        return batch.append(
-            timestamp=None, key=output.key, value=output.value, headers=output.headers
-        )
-
-    async def _send_batch(
-        self,
-        batch: Any,
-        where: tuple[str, int],
-        ledger: PartitionLedger[Outcome],
-        slots: list[Slot[Outcome]],
-    ) -> None:
-        batch.close()
-        future = await self._producer.send_batch(batch, where[0], partition=where[1])
-        future.add_done_callback(lambda fut: self._on_ack(fut, ledger, slots))
-
-    def _on_ack(
-        self,
-        future: asyncio.Future[Any],
-        ledger: PartitionLedger[Outcome],
-        slots: list[Slot[Outcome]],
-    ) -> None:
-        if future.cancelled() or future.exception() is not None:
-            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
-            if not self.failed:
-                log.error("produce_failed", offset=slots[0].offset, error=repr(error))
-                self.failed = True
-                self._on_fatal(error or RuntimeError("produce failed"))
-            self._progress.set()
+        """One batch per destination; what does not fit waits for the next round."""
+        batches: dict[tuple[str, int], tuple[Any, list[_Out]]] = {}
+        carry: list[_Out] = []
+        for out in outs:
+            if carry:
+                carry.append(out)  # behind one that waits: keep the order
+                continue
+            where = (out.record.topic, out.record.partition)
+            entry = batches.get(where)
+            if out.alone and entry is not None and entry[1]:
+                carry.append(out)
+                continue
+            if entry is None:
+                entry = batches[where] = (self._producer.create_batch(), [])
+            if entry[1] and entry[1][-1].alone:
+                carry.append(out)
+                continue
+            if _append(entry[0], out.record) is None:
+                carry.append(out)  # the batch is full (a first record always fits)
+                continue
+            entry[1].append(out)
+        if carry:
+            self._carry[tp] = carry
+            self._dirty.add(tp)
+        batches = {where: entry for where, entry in batches.items() if entry[1]}
+        if not batches:
             return
-        for slot in slots:
-            ledger.ack(slot)
+        this = _Round(tp, ledger, len(batches))
+        self._sending.add(tp)
+        for (topic, partition), (batch, members) in batches.items():
+            batch.close()
+            try:
+                future = await self._producer.send_batch(batch, topic, partition=partition)
+            except KafkaError as exc:  # no room in time (the broker is stalled), or closing
+                self._answered(this, members, exc)
+                continue
+            future.add_done_callback(
+                lambda done, members=members: self._answered(this, members, _error_of(done))
+            )
+
+    def _answered(self, this: _Round, members: list[_Out], error: BaseException | None) -> None:
+        if error is None:
+            for out in members:
+                this.ledger.ack(out.slot)
+        else:
+            this.failed.extend(members)
+            this.error = error
+        this.open -= 1
         self._progress.set()
+        if this.open == 0:
+            self._finish(this)
 
-    async def run_committer(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.commit()
+    def _finish(self, this: _Round) -> None:
+        self._sending.discard(this.tp)
+        loop = asyncio.get_running_loop()
+        if this.error is None:
+            if self._trouble_since is not None:
+                log.info("broker_writable", down_s=round(loop.time() - self._trouble_since, 3))
+                self._trouble_since = None
+                self._resend_wait = RESEND_BACKOFF_S[0]
+        elif not self._retry(this, loop.time()):
+            return
+        self._dirty.add(this.tp)
+        self._wake.set()
 
-    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Commit, for each partition, one past its last acknowledged output."""
-        chosen = (
-            self.ledgers
-            if partitions is None
-            else {tp: self.ledgers[tp] for tp in partitions if tp in self.ledgers}
-        )
-        offsets = {}
-        for tp, ledger in chosen.items():
-            offset = ledger.committable()
-            if offset is not None and offset != ledger.committed:
-                offsets[tp] = offset
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced: the new owner resumes from the last good commit.
-            log.warning("commit_rejected", error=str(exc), partitions=len(offsets))
-            return
-        except KafkaError as exc:
-            # Not committed; the next pass tries again with the same or later offsets.
-            log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
-            return
-        for tp, offset in offsets.items():
-            chosen[tp].committed = offset
+    def _retry(self, this: _Round, now: float) -> bool:
+        """Put a failed round's outputs first in line, changed as the error requires."""
+        error = this.error
+        assert error is not None  # noqa: S101 - only failed rounds come here
+        failed = sorted(this.failed, key=lambda out: out.slot.offset)
+        if retriable(error):
+            if self._trouble_since is None:
+                self._trouble_since = now
+                log.warning(
+                    "broker_not_writable", error=repr(error), action="holding; sending again"
+                )
+            self._resend_after = now + self._resend_wait
+            self._resend_wait = min(self._resend_wait * 2, RESEND_BACKOFF_S[1])
+        else:
+            changed = []
+            for out in failed:
+                if len(failed) > 1 and not out.alone:
+                    changed.append(_Out(out.slot, out.record, alone=True))
+                elif not out.last_resort:
+                    log.error(
+                        "output_refused",
+                        offset=out.slot.offset,
+                        error=repr(error),
+                        action="writing a failure record without the value",
+                    )
+                    changed.append(_Out(out.slot, self._unwritable(out.slot, error), True, True))
+                else:
+                    log.error("output_unwritable", offset=out.slot.offset, error=repr(error))
+                    self.failed = True
+                    self._on_fatal(error)
+                    return False
+            failed = changed
+        self.resends += len(failed)
+        self._carry[this.tp] = failed + self._carry.get(this.tp, [])
+        return True
+
+    # -- rebalance and shutdown -------------------------------------------------------------
 
     async def drain(self, partitions: Iterable[TopicPartition], timeout_s: float) -> bool:
         """Wait until the partitions' work is all acknowledged; False on timeout or failure."""
@@ -192,8 +274,26 @@ class Delivery:
 
     def hand_back(self, partitions: Iterable[TopicPartition]) -> int:
         """Forget revoked partitions; their unfinished events are the next owner's."""
-        return sum(len(self.ledgers.pop(tp)) for tp in partitions if tp in self.ledgers)
+        handed = 0
+        for tp in partitions:
+            ledger = self.ledgers.pop(tp, None)
+            self._carry.pop(tp, None)
+            if ledger is not None:
+                handed += len(ledger)
+        return handed
 
     async def flush(self) -> None:
         with contextlib.suppress(KafkaError):
             await self._producer.flush()
+
+
+def _append(batch: Any, record: OutputRecord) -> Any:
+    return batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+
+
+def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
+    if future.cancelled():
+        error: BaseException | None = KafkaTimeoutError("the produce request was cancelled")
+    else:
+        error = future.exception()
+    return error

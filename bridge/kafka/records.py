@@ -138,13 +138,25 @@ class RecordBuilder:
         )
 
     def failure(
-        self, source: SourceRecord, outcome: Failure, route: str, target: Target
+        self,
+        source: SourceRecord,
+        outcome: Failure,
+        route: str,
+        target: Target,
+        *,
+        keep_value: bool = True,
     ) -> OutputRecord:
+        """The dead letter: the input as it came, then headers that say why.
+
+        ``keep_value=False`` leaves the value out (the broker refused the record with it).
+        """
         error = outcome.error
         why: dict[str, str | int | None] = {
             CONNECT + "topic": source.topic,
             CONNECT + "partition": source.partition,
             CONNECT + "offset": source.offset,
+            # A batch nothing could be read from ends as one record for its whole range.
+            BRIDGE + "offset.last": getattr(source, "last_offset", None),
             CONNECT + "class.name": f"{type(error).__module__}.{type(error).__qualname__}",
             CONNECT + "exception.message": error.message,
             BRIDGE + "reason": error.reason,
@@ -158,6 +170,8 @@ class RecordBuilder:
             BRIDGE + "model.version": target.version,
             BRIDGE + "model.signature": target.signature,
         }
+        if why[BRIDGE + "offset.last"] == source.offset:
+            del why[BRIDGE + "offset.last"]
         if isinstance(error, ModelCallError):
             why[BRIDGE + "protocol"] = self._protocol
             if error.grpc_status is not None:
@@ -172,7 +186,7 @@ class RecordBuilder:
             self._failures,
             self._partition(self._failures, source),
             source.key,
-            source.value,
+            source.value if keep_value else None,
             headers,
         )
 

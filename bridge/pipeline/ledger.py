@@ -32,6 +32,7 @@ class Slot(Generic[T]):
 
     offset: int
     record: Any
+    size: int = 0  # bytes of the input held while the slot is pending (key + value)
     outcome: T | None = None
     state: SlotState = SlotState.WAITING
     # Loop times the pipeline stamps as the record moves along (for timings).
@@ -55,16 +56,18 @@ class PartitionLedger(Generic[T]):
         self._next_to_send = 0  # index into _slots of the first slot not yet SENT
         self._committable: int | None = None
         self.committed: int | None = None  # last offset the group accepted, kept by the committer
+        self.bytes = 0  # sizes of the slots not yet acknowledged
 
     def __len__(self) -> int:
         """Slots not yet acknowledged (pending work)."""
         return len(self._slots)
 
-    def add(self, offset: int, record: Any) -> Slot[T]:
+    def add(self, offset: int, record: Any, size: int = 0) -> Slot[T]:
         if self._slots and offset <= self._slots[-1].offset:
             raise ValueError(f"offset {offset} is not after {self._slots[-1].offset}")
-        slot: Slot[T] = Slot(offset, record)
+        slot: Slot[T] = Slot(offset, record, size)
         self._slots.append(slot)
+        self.bytes += size
         return slot
 
     def take_ready(self) -> list[Slot[T]]:
@@ -90,7 +93,9 @@ class PartitionLedger(Generic[T]):
         slot.state = SlotState.ACKED
         slots = self._slots
         while slots and slots[0].state is SlotState.ACKED:
-            self._committable = slots.popleft().offset + 1
+            done = slots.popleft()
+            self._committable = done.offset + 1
+            self.bytes -= done.size
             self._next_to_send -= 1
 
     def committable(self) -> int | None:

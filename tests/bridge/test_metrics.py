@@ -27,6 +27,17 @@ def test_records_and_latency_by_route_and_version() -> None:
     assert "bridge_paused 0" in text
 
 
+def test_counters_with_and_without_a_label() -> None:
+    metrics = Metrics()
+    metrics.counters["bridge_commits_total"] = ("outcome", lambda: {"ok": 3, "failed": 1})
+    metrics.counters["bridge_undecodable_batches_total"] = (None, lambda: {"": 2})
+    text = metrics.render()
+    assert "# TYPE bridge_commits_total counter" in text
+    assert 'bridge_commits_total{outcome="failed"} 1' in text
+    assert 'bridge_commits_total{outcome="ok"} 3' in text
+    assert "bridge_undecodable_batches_total 2" in text
+
+
 @pytest.mark.integration
 async def test_served_on_loopback() -> None:
     import httpx

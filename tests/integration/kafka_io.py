@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.produce import ProduceRequest
 
 from bridge.dev.payments import payments
 from bridge.dev.stack import create_topics
@@ -115,6 +117,13 @@ class Output:
     source_topic: str
     source: SourceKey
     body: dict[str, Any] | None  # the parsed result JSON; None for failures
+    last_offset: int = -1  # a failure for a batch nothing could be read from covers a range
+
+    @property
+    def sources(self) -> list[SourceKey]:
+        """Every input this record stands for: one, or an unreadable batch's offsets."""
+        partition, first = self.source
+        return [(partition, offset) for offset in range(first, max(first, self.last_offset) + 1)]
 
     def header(self, name: str) -> str | None:
         values = [v for k, v in self.headers if k == name]
@@ -236,6 +245,33 @@ def produce_with_librdkafka(
     return [sent[index] for index in range(len(items))]
 
 
+async def produce_raw_batch(bootstrap: str, topic: str, partition: int, batch: bytes) -> int:
+    """Write a record batch exactly as given; its base offset as the broker assigned it.
+
+    A producer library refuses to write a broken batch; a broker (Tansu, or Apache
+    Kafka for header keys) may store it, and a consumer then meets it.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.force_metadata_update()
+        node = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+        request = ProduceRequest(
+            required_acks=-1,
+            timeout=10_000,
+            topics=[(topic, [(partition, batch)])],
+            transactional_id=None,
+        )
+        response = await client.send(node, request)
+    finally:
+        await client.close()
+    ((_, partitions),) = response.topics
+    _, error_code, offset, *_ = partitions[0]
+    if error_code:
+        raise RuntimeError(f"the broker refused the batch: error {error_code}")
+    return int(offset)
+
+
 def end_offsets(sent: Iterable[Sent]) -> dict[int, int]:
     """Per input partition, one past the last offset produced."""
     ends: dict[int, int] = {}
@@ -322,11 +358,12 @@ class Outputs:
     def by_source(self) -> dict[SourceKey, list[Output]]:
         mapping: dict[SourceKey, list[Output]] = defaultdict(list)
         for record in self.records:
-            mapping[record.source].append(record)
+            for source in record.sources:
+                mapping[source].append(record)
         return mapping
 
     def covers(self, sent: Iterable[Sent]) -> bool:
-        sources = {r.source for r in self.records}
+        sources = {source for r in self.records for source in r.sources}
         return all(s.source in sources for s in sent)
 
     def _parse(self, record: Any) -> Output:
@@ -358,17 +395,18 @@ class Outputs:
             found[CONNECT + "topic"].decode(),
             (int(found[CONNECT + "partition"]), int(found[CONNECT + "offset"])),
             None,
+            int(found.get(BRIDGE + "offset.last", b"-1")),
         )
 
 
 def missing(sent: Iterable[Sent], outputs: Outputs) -> list[SourceKey]:
-    sources = {r.source for r in outputs.records}
+    sources = {source for r in outputs.records for source in r.sources}
     return sorted(s.source for s in sent if s.source not in sources)
 
 
 def duplicated(outputs: Outputs) -> dict[SourceKey, int]:
     """Inputs with more than one output record, and how many each has."""
-    counts = Counter(r.source for r in outputs.records)
+    counts = Counter(source for r in outputs.records for source in r.sources)
     return {source: n for source, n in counts.items() if n > 1}
 
 

@@ -116,7 +116,7 @@ async def test_outage_mid_stream_holds_and_loses_nothing(
     assert len(out.results) == len(sent)
 
     paused = log_events(bridge, "paused")
-    assert any(p["server_up"] is False for p in paused), "the bridge should pause while down"
+    assert any(p["reason"] == "model server down" for p in paused), "it should pause while down"
     assert log_events(bridge, "resumed"), "and resume after"
     stopped = stopped_counts(bridge)
     assert stopped["failures"] == 0 and stopped["results"] == len(sent)

@@ -1,0 +1,126 @@
+"""Fetched records -> a slot each in its partition's ledger -> instances on their lane's batcher.
+
+Per record, only what must be per record: the common single-route, no-shadow case
+does no hashing and no lookups. A record that cannot become a model input
+resolves its slot at once with a failure; nothing a record holds can raise out of
+here (``internal_error`` catches what the checks did not foresee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import TopicPartition
+
+from bridge.errors import BridgeError, EventError, InternalError
+from bridge.kafka.delivery import Delivery
+from bridge.kafka.fetch import Fetched
+from bridge.kafka.salvage import SalvagedRecord
+from bridge.lanes import Lane, Lanes, Pending
+from bridge.outputs import Counts
+from bridge.pipeline.instances import parse_event
+from bridge.pipeline.ledger import Slot
+from bridge.pipeline.outcomes import Failure, Outcome
+
+log = structlog.get_logger("bridge.intake")
+
+Dispatch = Callable[[list[Pending]], None]
+
+
+class Intake:
+    def __init__(
+        self,
+        delivery: Delivery,
+        lanes: Lanes,
+        dispatch: Dispatch,
+        counts: Counts,
+        max_event_bytes: int,
+    ) -> None:
+        self._delivery = delivery
+        self._lanes = lanes
+        self._dispatch = dispatch
+        self._counts = counts
+        self._max_bytes = max_event_bytes
+
+    def take(self, fetched: Fetched, now: float) -> None:
+        for tp, records in fetched.records.items():
+            self._take(tp, records, now)
+        for tp, salvaged in fetched.salvaged.items():
+            for record in salvaged:
+                if record.problem is not None:
+                    self._take_unreadable(tp, record, now)
+                else:
+                    self._take(tp, [record], now)
+
+    def _take(self, tp: TopicPartition, records: Sequence[Any], now: float) -> None:
+        lanes = self._lanes
+        routes = lanes.routes
+        assert routes is not None  # noqa: S101 - applied before consuming
+        only = lanes.lane_for(routes.only) if routes.only is not None else None
+        shadowing = lanes.shadow is not None and routes.shadow is not None
+        ledger = self._delivery.ledger(tp)
+        max_bytes = self._max_bytes
+        self._counts.events += len(records)
+        for record in records:
+            value = record.value
+            key = record.key
+            size = (len(value) if value is not None else 0) + (len(key) if key else 0)
+            slot: Slot[Outcome] = ledger.add(record.offset, record, size)
+            slot.fetched = now
+            lane = only or lanes.lane_for(
+                routes.choose(key, (record.topic, record.partition, record.offset))
+            )
+            try:
+                event = parse_event(value, max_bytes)
+                instance = lane.builder.build(event)
+            except EventError as exc:
+                self._fail(slot, lane, tp, exc)
+                continue
+            except Exception as exc:  # one event's bug must not stop the partition
+                log.exception("internal_error", stage="consume", offset=record.offset, exc_info=exc)
+                self._fail(slot, lane, tp, InternalError.wrapping(exc))
+                continue
+            slot.context = (lane, instance.copied)
+            for batch in lane.batcher.add(
+                Pending(tp, slot, instance, lane, record), instance.shape_key, now
+            ):
+                self._dispatch(batch)
+            if shadowing and routes.shadowed(key, (record.topic, record.partition, record.offset)):
+                self._mirror(event, record, tp, now)
+
+    def _take_unreadable(self, tp: TopicPartition, record: SalvagedRecord, now: float) -> None:
+        """A record (or a range of offsets) the client could not decode: one failure."""
+        assert record.problem is not None  # noqa: S101 - the caller checked
+        lanes = self._lanes
+        routes = lanes.routes
+        assert routes is not None  # noqa: S101 - applied before consuming
+        lane = lanes.lane_for(
+            routes.choose(record.key, (record.topic, record.partition, record.offset))
+        )
+        size = len(record.value or b"") + len(record.key or b"")
+        slot: Slot[Outcome] = self._delivery.ledger(tp).add(record.last_offset, record, size)
+        slot.fetched = now
+        self._counts.events += 1
+        self._fail(slot, lane, tp, record.problem)
+
+    def _fail(
+        self, slot: Slot[Outcome], lane: Lane, tp: TopicPartition, error: BridgeError
+    ) -> None:
+        slot.context = (lane, None)
+        slot.resolve(Failure(error, attempts=0))
+        self._delivery.resolved(tp)
+
+    def _mirror(self, event: dict[str, Any], record: Any, tp: TopicPartition, now: float) -> None:
+        """Shadow traffic: best effort, and it never touches the main record."""
+        lane = self._lanes.shadow
+        assert lane is not None  # noqa: S101 - checked by the caller
+        try:
+            instance = lane.builder.build(event)
+        except Exception:  # noqa: BLE001 - the shadow cannot take it; the main record is unaffected
+            return
+        for batch in lane.batcher.add(
+            Pending(tp, None, instance, lane, record), instance.shape_key, now
+        ):
+            self._dispatch(batch)

@@ -1,0 +1,96 @@
+"""A finished slot -> the one output record its event ends as, counted in the metrics.
+
+Building an output cannot stop the bridge: a result that cannot be built (a bug,
+an output the encoder refuses) becomes a failure record with ``internal_error``,
+and ``unwritable`` makes the smallest record an event can end as when the broker
+refuses the real one (too large, say): a failure record without the original value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bridge.errors import InternalError, UnwritableOutputError
+from bridge.kafka.records import OutputRecord, RecordBuilder
+from bridge.metrics import Metrics
+from bridge.pipeline.instances import NO_FIELDS
+from bridge.pipeline.ledger import Slot
+from bridge.pipeline.outcomes import Failure, Outcome, Success
+
+log = structlog.get_logger("bridge.outputs")
+
+
+@dataclass(slots=True)
+class Counts:
+    """What the final ``stopped`` log line reports."""
+
+    events: int = 0
+    results: int = 0
+    failures: int = 0
+
+
+class Outputs:
+    def __init__(
+        self, records: RecordBuilder, metrics: Metrics, counts: Counts, log_payloads: bool
+    ) -> None:
+        self._records = records
+        self._metrics = metrics
+        self._counts = counts
+        self._log_payloads = log_payloads
+
+    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        """The slot's output record; a result that cannot be built becomes a failure."""
+        try:
+            return self._build(slot, now)
+        except Exception as exc:  # one event's bug must not stop the bridge
+            log.exception("internal_error", stage="output", offset=slot.offset, exc_info=exc)
+            slot.outcome = Failure(InternalError.wrapping(exc), attempts=0)
+            return self._build(slot, now)
+
+    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+        """The failure record without the input's value, for an output the broker refuses."""
+        lane, _ = slot.context
+        record: Any = slot.record
+        if isinstance(slot.outcome, Success):
+            self._counts.results -= 1
+            self._counts.failures += 1
+        size = len(record.value) if record.value is not None else 0
+        failure = Failure(
+            UnwritableOutputError(
+                f"the broker refused the output record ({type(error).__name__}: {error}); "
+                f"the input's value ({size} bytes) is left out, read it at the source offset"
+            ),
+            attempts=0,
+        )
+        return self._records.failure(record, failure, lane.name, lane.target, keep_value=False)
+
+    def _build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        record: Any = slot.record
+        lane, copied = slot.context
+        outcome = slot.outcome
+        fetched = slot.fetched
+        bridge_ms = (now - fetched) * 1000
+        model = lane.target.model
+        if isinstance(outcome, Success):
+            timings = {
+                "queued_ms": ((slot.dispatched or fetched) - fetched) * 1000,
+                "model_ms": outcome.model_ms,
+                "bridge_ms": bridge_ms,
+            }
+            result = self._records.result(
+                record, outcome, lane.name, lane.target, copied or NO_FIELDS, timings
+            )
+            self._counts.results += 1
+            self._metrics.observe(model, lane.name, outcome.version, "result", "", bridge_ms)
+            return result
+        assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
+        self._counts.failures += 1
+        self._metrics.observe(model, lane.name, None, "failure", outcome.error.reason, bridge_ms)
+        if self._log_payloads:
+            log.info(
+                "failure", offset=record.offset, reason=outcome.error.reason, value=record.value
+            )
+        return self._records.failure(record, outcome, lane.name, lane.target)

@@ -1,0 +1,214 @@
+"""Everything that runs while the bridge consumes, wired once the Kafka clients exist.
+
+    fetch (GuardedFetch) ─> intake ─route─> Lane(batcher) ──batches──> workers (Predictor)
+       ^ flow control (room, pause, holds)                                 │ outcomes
+       │                                                                   v
+    PartitionLedger per partition <──────────── resolve ────────────── slots
+                      │ ready slots, in offset order
+                delivery: emitter ──> producer ──ack──> committer ──> commit
+
+One task consumes (``bridge.consume``), ``batch.max_in_flight`` workers call the
+model, one emitter hands outputs to the producer in offset order, one committer
+commits what Kafka acknowledged; shadow traffic has its own bounded lane that
+nothing waits for. Shutdown: stop fetching -> finish or hand back work in flight
+-> flush the producer -> commit -> close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bridge.consume import consume
+from bridge.flow import FlowControl
+from bridge.intake import Intake
+from bridge.kafka.clients import make_raw_client
+from bridge.kafka.commits import Committer
+from bridge.kafka.delivery import Delivery
+from bridge.kafka.fetch import GuardedFetch
+from bridge.kafka.rebalance import Rebalance
+from bridge.kafka.records import RecordBuilder
+from bridge.kafka.salvage import Salvager
+from bridge.lanes import Lanes
+from bridge.metrics import Metrics
+from bridge.outputs import Counts, Outputs
+from bridge.pipeline.health import ServerHealth
+from bridge.pipeline.predictor import Predictor
+from bridge.serving.client import ModelClient
+from bridge.settings import Settings
+from bridge.shadow import ShadowMirror
+from bridge.workers import Workers
+
+log = structlog.get_logger("bridge")
+
+SHUTDOWN_STEP_S = 5.0  # longest one Kafka step of the shutdown may take
+
+TaskEnded = Callable[["asyncio.Task[None]"], None]
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        records: RecordBuilder,
+        client: ModelClient,
+        predictor: Predictor,
+        health: ServerHealth,
+        lanes: Lanes,
+        metrics: Metrics,
+        counts: Counts,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self._settings = settings
+        self._health = health
+        self._lanes = lanes
+        self._counts = counts
+        kafka, batch, delivery_settings = settings.kafka, settings.batch, settings.delivery
+        self.outputs = Outputs(records, metrics, counts, settings.log.payloads)
+        self.delivery = Delivery(producer, self.outputs.build, self.outputs.unwritable, on_fatal)
+        self.shadow = (
+            ShadowMirror(client, producer, records, capacity=batch.max_in_flight * 4)
+            if settings.topics.shadow
+            else None
+        )
+        self.workers = Workers(predictor, self.delivery, lanes, self.shadow)
+        self.salvager = Salvager(make_raw_client(kafka), kafka.fetch_max_bytes)
+        self.fetch = GuardedFetch(
+            consumer, self.salvager, reset_to_earliest=kafka.auto_offset_reset == "earliest"
+        )
+        self.committer = Committer(
+            consumer,
+            self.delivery.ledgers,
+            delivery_settings.commit_interval_ms / 1000,
+            kafka.request_timeout_ms / 1000,
+            on_rejected=lambda: self.rebalance.fence(),
+        )
+        self.rebalance = Rebalance(
+            delivery=self.delivery,
+            committer=self.committer,
+            fetch=self.fetch,
+            flush_batches=self.workers.flush,
+            drain_s=delivery_settings.rebalance_drain_ms / 1000,
+        )
+        self.flow = FlowControl(
+            consumer, self.delivery, self._hold, batch.max_pending, batch.max_pending_bytes
+        )
+        self.intake = Intake(
+            self.delivery, lanes, self.workers.dispatch, counts, settings.model.max_event_bytes
+        )
+        self._register(metrics)
+
+    def _hold(self) -> str | None:
+        """Why the bridge must not take more events now (see ``bridge.flow``), or None."""
+        if not self._health.up:
+            return "model server down"
+        if self.delivery.blocked:
+            return "broker not taking outputs"
+        if self.rebalance.fenced:
+            return "fenced by a rebalance"
+        if self.committer.overdue():
+            return "commits not landing"
+        return None
+
+    def _register(self, metrics: Metrics) -> None:
+        metrics.gauges["bridge_paused"] = lambda: float(self.flow.paused)
+        metrics.gauges["bridge_model_server_up"] = lambda: float(self._health.up)
+        metrics.gauges["bridge_pending_events"] = lambda: float(self.delivery.pending())
+        metrics.gauges["bridge_pending_bytes"] = lambda: float(self.delivery.pending_bytes())
+        metrics.counters["bridge_commits_total"] = ("outcome", lambda: self.committer.outcomes)
+        metrics.counters["bridge_undecodable_batches_total"] = (
+            None,
+            lambda: {"": self.fetch.broken_batches},
+        )
+        metrics.counters["bridge_resent_records_total"] = (
+            None,
+            lambda: {"": self.delivery.resends},
+        )
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        task_ended: TaskEnded,
+        extra: list[Coroutine[Any, Any, None]],
+    ) -> None:
+        """Consume until ``stop``, then shut down in order."""
+        tasks = [
+            asyncio.create_task(self.workers.run(), name=f"worker-{i}")
+            for i in range(self._settings.batch.max_in_flight)
+        ]
+        tasks.append(asyncio.create_task(self.committer.run(), name="committer"))
+        tasks += [asyncio.create_task(work, name="routes-follower") for work in extra]
+        if self.shadow is not None:
+            tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
+        emitter = asyncio.create_task(self.delivery.run_emitter(), name="emitter")
+        for task in (*tasks, emitter):
+            task.add_done_callback(task_ended)
+        try:
+            await consume(
+                fetch=self.fetch,
+                flow=self.flow,
+                intake=self.intake,
+                lanes=self._lanes,
+                dispatch=self.workers.dispatch,
+                stop=stop,
+                max_records=self._settings.kafka.fetch_max_records,
+            )
+        finally:
+            await self._shutdown(tasks, emitter)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], emitter: asyncio.Task[None]) -> None:
+        delivery = self.delivery
+        self.workers.flush()
+        drained = False
+        if not self.rebalance.fenced:  # a fenced member's work is another member's now
+            grace = self._settings.delivery.shutdown_grace_ms / 1000
+            drained = await delivery.drain(list(delivery.ledgers), grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bounded(delivery.flush(), "flush the producer")
+        emitter.cancel()
+        await asyncio.gather(emitter, return_exceptions=True)
+        committed = await self._final_commit()
+        await bounded(self.salvager.close(), "close the salvage client")
+        counts = self._counts
+        log.info(
+            "stopped",
+            drained=drained,
+            committed=committed,
+            handed_back=delivery.pending(),
+            events=counts.events,
+            results=counts.results,
+            failures=counts.failures,
+        )
+
+    async def _final_commit(self) -> bool:
+        """Commit what was written, trying again within the step's bound unless rejected."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_STEP_S
+        while True:
+            try:
+                landed = await asyncio.wait_for(self.committer.commit(), SHUTDOWN_STEP_S)
+            except TimeoutError:
+                landed = False
+            if landed or self.rebalance.fenced or loop.time() >= deadline:
+                return landed
+            await asyncio.sleep(0.1)
+
+
+async def bounded(step: Coroutine[Any, Any, None], what: str) -> None:
+    """A shutdown step that needs Kafka: give up after a bound if Kafka is unreachable.
+
+    What was not committed is replayed by the next owner (at-least-once), which is
+    better than a process that ignores SIGTERM until it is killed.
+    """
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.error("shutdown_step_timed_out", step=what, seconds=SHUTDOWN_STEP_S)  # noqa: TRY400

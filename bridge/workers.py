@@ -1,0 +1,94 @@
+"""Batches to the model: ``batch.max_in_flight`` workers, each one Predict at a time.
+
+A worker takes a batch from the queue, runs it through the predictor (retries,
+outage holds, poison isolation) and resolves each event's slot with its outcome;
+the delivery then writes the outputs in offset order. Shadow batches go to the
+shadow mirror instead, which nothing waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from bridge.kafka.delivery import Delivery
+from bridge.lanes import Lanes, Pending
+from bridge.pipeline.outcomes import Failure
+from bridge.pipeline.predictor import Predictor
+from bridge.shadow import ShadowMirror
+
+log = structlog.get_logger("bridge.workers")
+
+
+class Workers:
+    def __init__(
+        self,
+        predictor: Predictor,
+        delivery: Delivery,
+        lanes: Lanes,
+        shadow: ShadowMirror | None,
+    ) -> None:
+        self._predictor = predictor
+        self._delivery = delivery
+        self._lanes = lanes
+        self._shadow = shadow
+        self._queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def dispatch(self, batch: list[Pending]) -> None:
+        if batch[0].slot is None:
+            if self._shadow is not None:
+                self._shadow.offer(batch)
+        else:
+            self._queue.put_nowait(batch)
+
+    def flush(self) -> None:
+        """Send every open batch now (a rebalance or the shutdown is waiting for them)."""
+        for batch in self._lanes.take_all():
+            self.dispatch(batch)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delivery = self._delivery
+        while True:
+            batch = await self._queue.get()
+            lane = batch[0].lane
+            started = loop.time()
+            outcomes = await self._predictor.run(
+                lane.target, lane.signature, [pending.instance for pending in batch]
+            )
+            failed = 0
+            versions: set[int] = set()
+            partitions = set()
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                slot = pending.slot
+                assert slot is not None  # noqa: S101 - main lanes always carry a slot
+                slot.dispatched = started
+                slot.resolve(outcome)
+                partitions.add(pending.tp)
+                if isinstance(outcome, Failure):
+                    failed += 1
+                elif outcome.version is not None:
+                    versions.add(outcome.version)
+            for tp in partitions:
+                delivery.resolved(tp)
+            log.info(
+                "batch",
+                size=len(batch),
+                failed=failed,
+                model=lane.target.model,
+                route=lane.name,
+                versions=sorted(versions),
+                ms=round((loop.time() - started) * 1000, 3),
+            )
+            for version in versions:
+                if version != lane.signature.version:
+                    self._in_background(self._lanes.refresh(lane, version))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)  # a reference, or the loop may drop the task
+        task.add_done_callback(self._background.discard)

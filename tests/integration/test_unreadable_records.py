@@ -1,0 +1,130 @@
+"""Records the Kafka client cannot decode never stop a partition.
+
+Batches are written to the broker byte for byte as other producers, disks or bugs
+leave them: a header key that is not UTF-8 (Kafka header keys are bytes on the
+wire; aiokafka decodes them and raises ``UnicodeDecodeError``), and a batch whose
+CRC no longer matches its bytes (``CorruptRecordException``). Before the salvage
+path, either one made every ``getmany`` raise at the same offset: the bridge
+exited 1, and every restart died on the same record. Now each record ends as one
+record: the good ones around them as results (also those the client had already
+read from another partition when it raised), the bad header as ``bad_header``,
+the damaged batch's records as ``corrupt_batch``; the group commits to the end.
+
+(An unknown compression codec cannot be written to the dev broker, which refuses
+the batch; the unit tests of ``bridge.kafka.batches`` and ``bridge.kafka.salvage``
+cover it.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.dev.stack import ModelServer, bridge_env
+from tests.integration.kafka_io import (
+    BRIDGE,
+    GroupOffsets,
+    Item,
+    Outputs,
+    Producer,
+    Sent,
+    duplicated,
+    end_offsets,
+    make_topics,
+    missing,
+    order_violations,
+    payment_items,
+    produce_raw_batch,
+    wait_for_inputs,
+)
+from tests.integration.procs import Bridges, log_events, stopped_counts
+from tests.kafka_batches import build, with_header_key
+
+pytestmark = pytest.mark.integration
+
+
+def raw_batch(items: list[Item]) -> bytearray:
+    return build([(item.key, item.value, [("n", b"1")]) for item in items])
+
+
+async def test_bad_header_keys_and_damaged_batches_each_end_as_one_record(
+    kafka_bootstrap: str, topic_prefix: str, model_server: ModelServer, bridges: Bridges
+) -> None:
+    topics = await make_topics(kafka_bootstrap, topic_prefix, inputs=2, results=2, failures=1)
+    items = payment_items(120, seed=21)
+    sent: list[Sent] = []
+    expected: dict[tuple[int, int], str] = {}
+    async with Producer(kafka_bootstrap) as producer:
+        # Partition 1 first: its records are in the same fetch as partition 0's bad batch.
+        for item in items[:40]:
+            sent += await producer.send_all(
+                topics.input, [Item(item.key, item.value, item.headers, "result", 1)]
+            )
+        sent += await producer.send_all(
+            topics.input, [Item(i.key, i.value, i.headers, "result", 0) for i in items[40:60]]
+        )
+
+        header_items = items[60:64]
+        header_batch = with_header_key(
+            build(
+                [
+                    (i.key, i.value, [("ok", b"1"), ("XX", b"v")] if n == 1 else [("ok", b"1")])
+                    for n, i in enumerate(header_items)
+                ]
+            ),
+            b"XX",
+            b"\xff\xfe",
+        )
+        base = await produce_raw_batch(kafka_bootstrap, topics.input, 0, bytes(header_batch))
+        for n, item in enumerate(header_items):
+            sent.append(
+                Sent(
+                    0,
+                    base + n,
+                    Item(item.key, item.value, (), "bad_header" if n == 1 else "result"),
+                )
+            )
+
+        damaged_items = items[64:68]
+        damaged = raw_batch(damaged_items)
+        at = damaged.index(b'"amount"')
+        damaged[at + 1] ^= 0x20  # "amount" -> "Amount": the CRC no longer matches
+        base = await produce_raw_batch(kafka_bootstrap, topics.input, 0, bytes(damaged))
+        for n, item in enumerate(damaged_items):
+            sent.append(Sent(0, base + n, Item(item.key, item.value, (), "corrupt_batch")))
+
+        sent += await producer.send_all(
+            topics.input, [Item(i.key, i.value, i.headers, "result", 0) for i in items[68:]]
+        )
+    expected = {s.source: s.item.expected for s in sent}
+
+    env = bridge_env(
+        kafka_bootstrap, topics.names, model_server, group=topics.group, BRIDGE_BATCH__MAX_SIZE="16"
+    )
+    bridge = await bridges.start_assigned(env)
+    async with (
+        Outputs.of(kafka_bootstrap, topics) as out,
+        GroupOffsets.of(kafka_bootstrap, topics) as offsets,
+    ):
+        await wait_for_inputs(out, sent, offsets, 60, bridge.output)
+        code = await asyncio.to_thread(bridge.stop)
+        assert code == 0, bridge.output()
+        final = await offsets.read()
+
+    assert not missing(sent, out), "inputs without a record"
+    assert not duplicated(out)
+    assert not order_violations(out, topics.partitions)
+    got = {
+        r.source: "result" if r.kind == "result" else r.header(BRIDGE + "reason")
+        for r in out.records
+    }
+    assert got == expected
+    bad_header = next(r for r in out.failures if r.header(BRIDGE + "reason") == "bad_header")
+    assert bad_header.value == header_items[1].value  # the dead letter keeps the value
+    assert ("\\xff\\xfe", b"v") in bad_header.headers  # the key, escaped
+    damaged_out = [r for r in out.failures if r.header(BRIDGE + "reason") == "corrupt_batch"]
+    assert b'"Amount"' in (damaged_out[0].value or b"")  # as read, for forensics
+    assert final == end_offsets(sent)
+    assert len(log_events(bridge, "batch_salvaged")) == 2
+    assert stopped_counts(bridge)["events"] == len(sent)
