@@ -225,13 +225,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _memory_is_bounded_by_bytes(self) -> Settings:
+    def _kafka_bounds_fit(self) -> Settings:
         # One fetch may land on top of a full bridge: its size must leave the bound intact.
         kafka, batch = self.kafka, self.batch
         if kafka.fetch_max_bytes > batch.max_pending_bytes // 2:
             raise ValueError(
                 f"BRIDGE_KAFKA__FETCH_MAX_BYTES ({kafka.fetch_max_bytes}) may be at most half of "
                 f"BRIDGE_BATCH__MAX_PENDING_BYTES ({batch.max_pending_bytes})"
+            )
+        if kafka.request_timeout_ms <= kafka.session_timeout_ms:
+            # aiokafka gives JoinGroup the same deadline, and a join may wait a session.
+            raise ValueError(
+                f"BRIDGE_KAFKA__REQUEST_TIMEOUT_MS ({kafka.request_timeout_ms}) must be longer "
+                f"than BRIDGE_KAFKA__SESSION_TIMEOUT_MS ({kafka.session_timeout_ms})"
             )
         if kafka.max_partition_fetch_bytes > kafka.fetch_max_bytes:
             raise ValueError(

@@ -126,9 +126,20 @@ class DevBroker:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-4000:]
 
+    def freeze(self) -> None:
+        """SIGSTOP: the broker keeps its sockets open and answers nothing (a stalled broker)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: it answers again, what it was sent meanwhile first."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a frozen process would not see SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=STOP_TIMEOUT_S)

@@ -126,3 +126,38 @@ def test_run_help_and_readme_list_every_setting(capsys: pytest.CaptureFixture[st
 def test_run_with_bad_settings_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run"]) == 2
     assert "BRIDGE_MODEL__NAME: Field required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"BRIDGE_KAFKA__FETCH_MAX_BYTES": "5000000"},
+            "BRIDGE_KAFKA__FETCH_MAX_BYTES \\(5000000\\) may be at most half of "
+            "BRIDGE_BATCH__MAX_PENDING_BYTES",
+        ),
+        (
+            {"BRIDGE_KAFKA__MAX_PARTITION_FETCH_BYTES": "3000000"},
+            "MAX_PARTITION_FETCH_BYTES \\(3000000\\) may be at most BRIDGE_KAFKA__FETCH_MAX_BYTES",
+        ),
+        (
+            {"BRIDGE_KAFKA__REQUEST_TIMEOUT_MS": "10000"},
+            "REQUEST_TIMEOUT_MS \\(10000\\) must be longer than BRIDGE_KAFKA__SESSION_TIMEOUT_MS",
+        ),
+    ],
+)
+def test_kafka_bounds_that_cannot_hold_are_refused(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], message: str
+) -> None:
+    for name, value in {**REQUIRED, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_every_kafka_codec_is_an_output_compression(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        monkeypatch.setenv("BRIDGE_KAFKA__PRODUCER_COMPRESSION", codec)
+        assert load_settings().kafka.producer_compression == codec
