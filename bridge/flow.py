@@ -87,6 +87,7 @@ class FlowControl:
             self.paused = False
             log.info("resumed", pending=pending, pending_bytes=size)
         if self.paused:
+            consumer.pause(*consumer.assignment())  # partitions assigned since start unpaused
             return 0
         if full:
             await held.wait_progress(min(wait_s, FULL_WAIT_S))

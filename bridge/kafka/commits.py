@@ -48,6 +48,7 @@ class Committer:
         self._on_rejected = on_rejected
         self._landed_at: float | None = None  # loop time of the last commit that landed
         self._failing: str | None = None  # the reason of the current failure streak
+        self._failing_as = ""  # and its kind: "failed" or "rejected"
         self.outcomes = {"ok": 0, "failed": 0, "rejected": 0}
 
     async def run(self) -> None:
@@ -109,7 +110,7 @@ class Committer:
 
     def _failed(self, outcome: str, why: str, partitions: int) -> None:
         self.outcomes[outcome] += 1
-        if self._failing is None:
-            # Once per streak: a broker that is down for a minute is one line, not 120.
+        if self._failing is None or self._failing_as != outcome:
+            # Once per streak (and kind): a broker down for a minute is one line, not 120.
             log.warning(_EVENTS[outcome], reason=why, partitions=partitions)
-        self._failing = why
+        self._failing, self._failing_as = why, outcome

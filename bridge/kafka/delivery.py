@@ -55,8 +55,7 @@ class _Round:
     tp: TopicPartition
     ledger: PartitionLedger[Outcome]
     open: int  # batches not yet answered
-    failed: list[_Out] = field(default_factory=list)
-    error: BaseException | None = None
+    failed: list[tuple[list[_Out], BaseException]] = field(default_factory=list)  # per batch
 
 
 def retriable(error: BaseException) -> bool:
@@ -83,6 +82,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set on every ack; drains wait on it
         self._trouble_since: float | None = None  # first failed round of the current streak
+        self._troubled: set[TopicPartition] = set()  # partitions with outputs to send again
         self._resend_after = 0.0
         self._resend_wait = RESEND_BACKOFF_S[0]
         self._holding = False  # fenced by a rebalance: write nothing new
@@ -106,7 +106,7 @@ class Delivery:
     @property
     def blocked(self) -> bool:
         """Outputs are waiting to be sent again: the broker is not taking them."""
-        return self._trouble_since is not None
+        return bool(self._troubled)
 
     def hold_writes(self, holding: bool) -> None:
         """Stop (or restart) handing outputs to the producer; rounds in flight finish."""
@@ -130,8 +130,10 @@ class Delivery:
             if self._holding:
                 continue  # woken again when the hold ends
             wait = self._resend_after - loop.time()
-            if wait > 0 and self._carry:
+            if wait > 0 and self._troubled:
                 await asyncio.sleep(wait)  # the broker is in trouble: do not spin on it
+                if self._holding:
+                    continue  # a hold that began meanwhile stops the resend too
             for tp in list(self._dirty):
                 if tp in self._sending:
                     continue  # stays dirty: its next round goes when this one is answered
@@ -192,12 +194,13 @@ class Delivery:
             )
 
     def _answered(self, this: _Round, members: list[_Out], error: BaseException | None) -> None:
-        if error is None:
+        if self.ledgers.get(this.tp) is not this.ledger:
+            pass  # handed back meanwhile: the answer is not ours to act on
+        elif error is None:
             for out in members:
                 this.ledger.ack(out.slot)
         else:
-            this.failed.extend(members)
-            this.error = error
+            this.failed.append((members, error))
         this.open -= 1
         self._progress.set()
         if this.open == 0:
@@ -206,8 +209,11 @@ class Delivery:
     def _finish(self, this: _Round) -> None:
         self._sending.discard(this.tp)
         loop = asyncio.get_running_loop()
-        if this.error is None:
-            if self._trouble_since is not None:
+        if self.ledgers.get(this.tp) is not this.ledger:
+            pass  # handed back meanwhile (its next owner writes it); assigned again, maybe
+        elif not this.failed:
+            self._troubled.discard(this.tp)
+            if self._trouble_since is not None and not self._troubled:
                 log.info("broker_writable", down_s=round(loop.time() - self._trouble_since, 3))
                 self._trouble_since = None
                 self._resend_wait = RESEND_BACKOFF_S[0]
@@ -217,23 +223,22 @@ class Delivery:
         self._wake.set()
 
     def _retry(self, this: _Round, now: float) -> bool:
-        """Put a failed round's outputs first in line, changed as the error requires."""
-        error = this.error
-        assert error is not None  # noqa: S101 - only failed rounds come here
-        failed = sorted(this.failed, key=lambda out: out.slot.offset)
-        if retriable(error):
-            if self._trouble_since is None:
-                self._trouble_since = now
-                log.warning(
-                    "broker_not_writable", error=repr(error), action="holding; sending again"
-                )
-            self._resend_after = now + self._resend_wait
-            self._resend_wait = min(self._resend_wait * 2, RESEND_BACKOFF_S[1])
-        else:
-            changed = []
-            for out in failed:
-                if len(failed) > 1 and not out.alone:
-                    changed.append(_Out(out.slot, out.record, alone=True))
+        """Put a failed round's outputs first in line, each batch as its own error requires."""
+        again: list[_Out] = []
+        waiting = False
+        for members, error in this.failed:
+            if retriable(error):
+                waiting = True
+                if self._trouble_since is None:
+                    self._trouble_since = now
+                    log.warning(
+                        "broker_not_writable", error=repr(error), action="holding; sending again"
+                    )
+                again += members
+                continue
+            for out in members:
+                if len(members) > 1 and not out.alone:
+                    again.append(_Out(out.slot, out.record, alone=True))
                 elif not out.last_resort:
                     log.error(
                         "output_refused",
@@ -241,15 +246,19 @@ class Delivery:
                         error=repr(error),
                         action="writing a failure record without the value",
                     )
-                    changed.append(_Out(out.slot, self._unwritable(out.slot, error), True, True))
+                    again.append(_Out(out.slot, self._unwritable(out.slot, error), True, True))
                 else:
                     log.error("output_unwritable", offset=out.slot.offset, error=repr(error))
                     self.failed = True
                     self._on_fatal(error)
                     return False
-            failed = changed
-        self.resends += len(failed)
-        self._carry[this.tp] = failed + self._carry.get(this.tp, [])
+        if waiting:
+            self._troubled.add(this.tp)
+            self._resend_after = now + self._resend_wait
+            self._resend_wait = min(self._resend_wait * 2, RESEND_BACKOFF_S[1])
+        again.sort(key=lambda out: out.slot.offset)
+        self.resends += len(again)
+        self._carry[this.tp] = again + self._carry.get(this.tp, [])
         return True
 
     # -- rebalance and shutdown -------------------------------------------------------------
@@ -278,6 +287,7 @@ class Delivery:
         for tp in partitions:
             ledger = self.ledgers.pop(tp, None)
             self._carry.pop(tp, None)
+            self._troubled.discard(tp)
             if ledger is not None:
                 handed += len(ledger)
         return handed

@@ -67,21 +67,24 @@ class GuardedFetch:
         self._careful_until = 0.0
         self._strikes: dict[tuple[TopicPartition, int], int] = {}
         self._retry_at: dict[TopicPartition, float] = {}  # after a failed salvage
+        self._unrewound: set[TopicPartition] = set()  # rewinds that failed: no fetch until done
         self._generation = 0
         self.broken_batches = 0  # batches turned into failures, for the metric
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked: their positions are the next owner's; a fetch in progress is void."""
         self._generation += 1
+        self._unrewound.clear()  # the rebalance resets every position anyway
         for tp in partitions:
             self._expected.pop(tp, None)
 
     async def getmany(self, timeout_ms: int, max_records: int | None = None) -> Fetched:
         loop = asyncio.get_running_loop()
-        generation = self._generation
+        if self._unrewound and not await self._rewind(self._unrewound):
+            await asyncio.sleep(timeout_ms / 1000)  # positions unknown: reading would lose
+            return Fetched()
         if loop.time() < self._careful_until:
-            fetched = await self._one_by_one(timeout_ms, max_records)
-            return fetched if generation == self._generation else Fetched()
+            return await self._one_by_one(timeout_ms, max_records)
         try:
             records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except FATAL:
@@ -89,7 +92,7 @@ class GuardedFetch:
         except Exception as exc:  # noqa: BLE001 - whatever aiokafka raised, the data is the suspect
             log.warning("fetch_failed", error=repr(exc), action="reading each partition on its own")
             self._careful_until = loop.time() + CAREFUL_S
-            await self._rewind()
+            await self._rewind(self._consumer.assignment())
             return Fetched()
         self._note(records)
         return Fetched(records)
@@ -99,53 +102,78 @@ class GuardedFetch:
             if got:
                 self._expected[tp] = got[-1].offset + 1
 
-    async def _rewind(self) -> None:
-        """Put every partition back where the bridge expects it (see the module doc)."""
+    async def _rewind(self, partitions: Iterable[TopicPartition]) -> bool:
+        """Put partitions back where the bridge expects it (see the module doc); True if all."""
         consumer = self._consumer
         generation = self._generation
-        for tp in consumer.assignment():
-            if generation != self._generation:
-                return  # a rebalance meanwhile reset every position
+        failed = set()
+        for tp in list(partitions):
             try:
                 offset = self._expected.get(tp)
                 if offset is None:
                     # Nothing received since the assignment, so nothing committed since:
                     # the committed offset is where it started.
                     offset = await consumer.committed(tp)
+                if generation != self._generation:
+                    return True  # a rebalance meanwhile reset every position
                 if offset is not None:
                     consumer.seek(tp, offset)
                 elif self._reset_to_earliest:
                     await consumer.seek_to_beginning(tp)
+                # (reset to latest without a commit: where it started is not known, and
+                # "latest" had no promise about what came just before the group existed)
             except IllegalStateError:
                 continue  # revoked meanwhile: not ours to move
             except KafkaError as exc:
-                log.warning("rewind_failed", partition=tp.partition, error=repr(exc))
+                if tp not in self._unrewound:
+                    log.warning("rewind_failed", partition=tp.partition, error=repr(exc))
+                failed.add(tp)
+        self._unrewound = failed
+        return not failed
 
     async def _one_by_one(self, timeout_ms: int, max_records: int | None) -> Fetched:
         consumer = self._consumer
         fetched = Fetched()
         left = max_records
         wait_ms = min(timeout_ms, CAREFUL_WAIT_MS)
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        asked = False
         for tp in sorted(consumer.assignment() - consumer.paused()):
             if left is not None and left <= 0:
                 break
             if self._retry_at.get(tp, 0.0) > now:
                 continue  # its salvage failed a moment ago; it would only raise again
+            asked = True
+            generation = self._generation
             try:
                 got = (await consumer.getmany(tp, timeout_ms=wait_ms, max_records=left)).get(tp)
             except FATAL:
                 raise
             except Exception as exc:  # noqa: BLE001 - its data is what aiokafka refuses
+                if generation != self._generation:
+                    fetched = Fetched()  # what came before the rebalance is void
                 salvage = await self._salvage(tp, exc, self._generation)
                 if salvage is not None and salvage.records:
+                    # (a salvage may bring a batch more than max_records: it is bounded
+                    # by the raw fetch's size, as a fetch is)
                     fetched.salvaged[tp] = salvage.records
                     left = None if left is None else left - len(salvage.records)
                 continue
+            if generation != self._generation:
+                # A rebalance during this call: aiokafka waited for the new assignment and
+                # returned its records; what came before it belongs to the old one.
+                fetched = Fetched()
             if got:
                 fetched.records[tp] = got
                 self._note({tp: got})
                 left = None if left is None else left - len(got)
+        if not asked:
+            # Every partition is paused or waiting to be salvaged again: wait as a fetch
+            # would, instead of spinning the consume loop.
+            later = [at for at in self._retry_at.values() if at > now]
+            retry = min(later, default=now + timeout_ms / 1000)
+            await asyncio.sleep(max(0.0, min(timeout_ms / 1000, retry - now)))
         return fetched
 
     async def _salvage(

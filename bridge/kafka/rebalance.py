@@ -50,17 +50,16 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._fetch.forget(revoked)
         delivery = self._delivery
         mine = [tp for tp in revoked if tp in delivery.ledgers]
-        if not mine:
-            return
-        self._flush_batches()
-        drained = committed = False
-        if not self.fenced:
-            drained = await delivery.drain(mine, self._drain_s)
-            committed = await self._committer.commit(mine)
+        drained = committed = not mine
+        if mine:
+            self._flush_batches()
+            if not self.fenced:
+                drained = await delivery.drain(mine, self._drain_s)
+                committed = await self._committer.commit(mine)
         handed_back = delivery.hand_back(mine)
         log.info(
             "partitions_revoked",
-            partitions=sorted(tp.partition for tp in mine),
+            partitions=sorted(tp.partition for tp in revoked),
             drained=drained,
             committed=committed,
             handed_back=handed_back,
