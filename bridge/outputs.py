@@ -1,9 +1,11 @@
-"""A finished slot -> the one output record its event ends as, counted in the metrics.
+"""A finished slot -> the one output record its event ends as; counted once it is written.
 
 Building an output cannot stop the bridge: a result that cannot be built (a bug,
 an output the encoder refuses) becomes a failure record with ``internal_error``,
 and ``unwritable`` makes the smallest record an event can end as when the broker
 refuses the real one (too large, say): a failure record without the original value.
+``build`` may run more than once for a slot (a resend after a broker fault); counts
+and metrics come from ``written``, once Kafka acknowledged the record.
 """
 
 from __future__ import annotations
@@ -54,11 +56,8 @@ class Outputs:
         """The failure record without the input's value, for an output the broker refuses."""
         lane, _ = slot.context
         record: Any = slot.record
-        if isinstance(slot.outcome, Success):
-            self._counts.results -= 1
-            self._counts.failures += 1
         size = len(record.value) if record.value is not None else 0
-        failure = Failure(
+        failure = slot.outcome = Failure(
             UnwritableOutputError(
                 f"the broker refused the output record ({type(error).__name__}: {error}); "
                 f"the input's value ({size} bytes) is left out, read it at the source offset"
@@ -67,28 +66,34 @@ class Outputs:
         )
         return self._records.failure(record, failure, lane.name, lane.target, keep_value=False)
 
+    def written(self, slot: Slot[Outcome], now: float) -> None:
+        """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
+        lane, _ = slot.context
+        outcome = slot.outcome
+        ms = (now - slot.fetched) * 1000
+        if isinstance(outcome, Success):
+            self._counts.results += 1
+            self._metrics.observe(lane.target.model, lane.name, outcome.version, "result", "", ms)
+        elif isinstance(outcome, Failure):
+            self._counts.failures += 1
+            reason = outcome.error.reason
+            self._metrics.observe(lane.target.model, lane.name, None, "failure", reason, ms)
+
     def _build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
         record: Any = slot.record
         lane, copied = slot.context
         outcome = slot.outcome
         fetched = slot.fetched
-        bridge_ms = (now - fetched) * 1000
-        model = lane.target.model
         if isinstance(outcome, Success):
             timings = {
                 "queued_ms": ((slot.dispatched or fetched) - fetched) * 1000,
                 "model_ms": outcome.model_ms,
-                "bridge_ms": bridge_ms,
+                "bridge_ms": (now - fetched) * 1000,
             }
-            result = self._records.result(
+            return self._records.result(
                 record, outcome, lane.name, lane.target, copied or NO_FIELDS, timings
             )
-            self._counts.results += 1
-            self._metrics.observe(model, lane.name, outcome.version, "result", "", bridge_ms)
-            return result
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
-        self._counts.failures += 1
-        self._metrics.observe(model, lane.name, None, "failure", outcome.error.reason, bridge_ms)
         if self._log_payloads:
             log.info(
                 "failure", offset=record.offset, reason=outcome.error.reason, value=record.value

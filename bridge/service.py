@@ -71,7 +71,7 @@ class Service:
         self._counts = counts
         kafka, batch, delivery_settings = settings.kafka, settings.batch, settings.delivery
         self.outputs = Outputs(records, metrics, counts, settings.log.payloads)
-        self.delivery = Delivery(producer, self.outputs.build, self.outputs.unwritable, on_fatal)
+        self.delivery = Delivery(producer, self.outputs, on_fatal)
         self.shadow = (
             ShadowMirror(client, producer, records, capacity=batch.max_in_flight * 4)
             if settings.topics.shadow

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -35,8 +35,23 @@ from bridge.pipeline.outcomes import Outcome
 
 log = structlog.get_logger("bridge.delivery")
 
-BuildOutput = Callable[[Slot[Outcome], float], OutputRecord]
-Unwritable = Callable[[Slot[Outcome], BaseException], OutputRecord]
+
+class OutputMaker(Protocol):
+    """Makes the output record of a finished slot (``bridge.outputs.Outputs``)."""
+
+    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        """The record; called again for a resend (outputs are not kept once appended)."""
+        ...
+
+    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+        """The smallest record the event can end as, for an output the broker refused."""
+        ...
+
+    def written(self, slot: Slot[Outcome], now: float) -> None:
+        """Kafka acknowledged the slot's output: count it."""
+        ...
+
+
 RESEND_BACKOFF_S = (0.1, 2.0)  # first and longest wait before a failed round is sent again
 
 
@@ -45,7 +60,9 @@ class _Out:
     """One output on its way: the slot it acknowledges and how it must be sent."""
 
     slot: Slot[Outcome]
-    record: OutputRecord
+    # A replacement record to send as is; None: built from the slot when it is sent, and
+    # not kept after it was appended (orjson's output holds 4 KB per record).
+    record: OutputRecord | None = None
     alone: bool = False  # in a batch of its own (its batch was refused as a whole)
     last_resort: bool = False  # already the smallest record this event can end as
 
@@ -67,13 +84,11 @@ class Delivery:
     def __init__(
         self,
         producer: AIOKafkaProducer,
-        build_output: BuildOutput,
-        unwritable: Unwritable,
+        outputs: OutputMaker,
         on_fatal: Callable[[BaseException], None],
     ) -> None:
         self._producer = producer
-        self._build_output = build_output
-        self._unwritable = unwritable
+        self._outputs = outputs
         self._on_fatal = on_fatal
         self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
         self._dirty: set[TopicPartition] = set()
@@ -143,15 +158,12 @@ class Delivery:
                     self._carry.pop(tp, None)
                     continue  # handed back in a rebalance: its outputs are not ours to write
                 outs = self._carry.pop(tp, [])
-                ready = ledger.take_ready()
-                if ready:
-                    now = loop.time()
-                    outs += [_Out(slot, self._build_output(slot, now)) for slot in ready]
+                outs += [_Out(slot) for slot in ledger.take_ready()]
                 if outs:
-                    await self._send_round(tp, ledger, outs)
+                    await self._send_round(tp, ledger, outs, loop.time())
 
     async def _send_round(
-        self, tp: TopicPartition, ledger: PartitionLedger[Outcome], outs: list[_Out]
+        self, tp: TopicPartition, ledger: PartitionLedger[Outcome], outs: list[_Out], now: float
     ) -> None:
         """One batch per destination; what does not fit waits for the next round."""
         batches: dict[tuple[str, int], tuple[Any, list[_Out]]] = {}
@@ -160,7 +172,8 @@ class Delivery:
             if carry:
                 carry.append(out)  # behind one that waits: keep the order
                 continue
-            where = (out.record.topic, out.record.partition)
+            record = out.record or self._outputs.build(out.slot, now)
+            where = (record.topic, record.partition)
             entry = batches.get(where)
             if out.alone and entry is not None and entry[1]:
                 carry.append(out)
@@ -170,7 +183,7 @@ class Delivery:
             if entry[1] and entry[1][-1].alone:
                 carry.append(out)
                 continue
-            if _append(entry[0], out.record) is None:
+            if _append(entry[0], record) is None:
                 carry.append(out)  # the batch is full (a first record always fits)
                 continue
             entry[1].append(out)
@@ -197,8 +210,10 @@ class Delivery:
         if self.ledgers.get(this.tp) is not this.ledger:
             pass  # handed back meanwhile: the answer is not ours to act on
         elif error is None:
+            now = asyncio.get_running_loop().time()
             for out in members:
                 this.ledger.ack(out.slot)
+                self._outputs.written(out.slot, now)
         else:
             this.failed.append((members, error))
         this.open -= 1
@@ -246,7 +261,8 @@ class Delivery:
                         error=repr(error),
                         action="writing a failure record without the value",
                     )
-                    again.append(_Out(out.slot, self._unwritable(out.slot, error), True, True))
+                    replacement = self._outputs.unwritable(out.slot, error)
+                    again.append(_Out(out.slot, replacement, alone=True, last_resort=True))
                 else:
                     log.error("output_unwritable", offset=out.slot.offset, error=repr(error))
                     self.failed = True

@@ -53,9 +53,16 @@ class Harness:
     delivery: Delivery = field(init=False)
     fatal: list[BaseException] = field(default_factory=list)
     unwritable_calls: list[int] = field(default_factory=list)  # offsets
+    written_offsets: list[int] = field(default_factory=list)  # acknowledged, in ack order
 
     def __post_init__(self) -> None:
-        self.delivery = Delivery(self.producer, build_output, self.unwritable, self.fatal.append)
+        self.delivery = Delivery(self.producer, self, self.fatal.append)
+
+    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        return build_output(slot, now)
+
+    def written(self, slot: Slot[Outcome], now: float) -> None:
+        self.written_offsets.append(slot.offset)
 
     def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
         self.unwritable_calls.append(slot.offset)
@@ -478,3 +485,17 @@ async def test_flush_flushes_the_producer_and_swallows_its_kafka_errors(
 
     monkeypatch.setattr(harness.producer, "flush", unreachable)
     await harness.delivery.flush()
+
+
+async def test_a_resent_output_is_rebuilt_and_counted_once_when_acknowledged(
+    harness: Harness,
+) -> None:
+    harness.add(IN0, range(2))
+    (first,) = await harness.next_sent()
+    first.fail(KafkaTimeoutError("no answer"))
+    (again,) = await harness.next_sent()
+    assert again.values == [b"out-0", b"out-1"]
+    assert harness.written_offsets == []  # nothing counted for the failed send
+    again.ack()
+    await settle()
+    assert harness.written_offsets == [0, 1]

@@ -29,8 +29,17 @@ def build_output(slot: Slot[Outcome], now: float) -> OutputRecord:
     return OutputRecord("results", slot.record.partition, None, b"out-%d" % slot.offset, [])
 
 
-def unwritable(slot: Slot[Outcome], error: BaseException) -> OutputRecord:
-    return OutputRecord("failures", slot.record.partition, None, None, [])
+class Outputs:
+    """What the delivery asks of ``bridge.outputs.Outputs``, made trivial."""
+
+    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+        return build_output(slot, now)
+
+    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+        return OutputRecord("failures", slot.record.partition, None, None, [])
+
+    def written(self, slot: Slot[Outcome], now: float) -> None:
+        return None
 
 
 class Bridge:
@@ -39,7 +48,7 @@ class Bridge:
     def __init__(self, *, drain_s: float = DRAIN_S) -> None:
         self.consumer = FakeConsumer(assigned={P0, P1, P2})
         self.producer = FakeProducer(auto_ack=True)
-        self.delivery = Delivery(self.producer, build_output, unwritable, self.fatal)
+        self.delivery = Delivery(self.producer, Outputs(), self.fatal)
         self.committer = Committer(
             self.consumer,
             self.delivery.ledgers,
