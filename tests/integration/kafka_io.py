@@ -118,6 +118,11 @@ class Output:
     source: SourceKey
     body: dict[str, Any] | None  # the parsed result JSON; None for failures
     last_offset: int = -1  # a failure for a batch nothing could be read from covers a range
+    timestamp_ms: int = 0  # when the bridge wrote it (CreateTime)
+
+    @property
+    def timestamp_s(self) -> float:
+        return self.timestamp_ms / 1000
 
     @property
     def sources(self) -> list[SourceKey]:
@@ -382,6 +387,7 @@ class Outputs:
                 source["topic"],
                 (source["partition"], source["offset"]),
                 body,
+                timestamp_ms=record.timestamp,
             )
         found = dict(headers)  # the bridge's headers come after the original ones
         return Output(
@@ -396,6 +402,7 @@ class Outputs:
             (int(found[CONNECT + "partition"]), int(found[CONNECT + "offset"])),
             None,
             int(found.get(BRIDGE + "offset.last", b"-1")),
+            record.timestamp,
         )
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -168,3 +169,68 @@ async def test_two_bridges_share_partitions_and_one_leaves_mid_stream(
     assert stopped_counts(two)["handed_back"] == 0
     assert total == len(out.records)
     assert final == end_offsets(sent)
+
+
+KILLS = 3
+KILL_STREAM = 9000
+KILL_RATE_PER_S = 1500.0  # faster than this bridge: it is always full when it dies
+
+
+async def test_repeated_kill_9_each_replays_within_the_stated_bound(
+    kafka_bootstrap: str, topic_prefix: str, model_server: ModelServer, bridges: Bridges
+) -> None:
+    """README: a kill -9 replays at most MAX_PENDING plus two commit intervals of output."""
+    topics = await make_topics(kafka_bootstrap, topic_prefix)
+    env = bridge_env(
+        kafka_bootstrap,
+        topics.names,
+        model_server,
+        group=topics.group,
+        BRIDGE_BATCH__MAX_SIZE="4",
+        BRIDGE_BATCH__MAX_IN_FLIGHT="2",
+        BRIDGE_BATCH__MAX_PENDING=str(MAX_PENDING),
+        BRIDGE_DELIVERY__COMMIT_INTERVAL_MS=str(COMMIT_INTERVAL_MS),
+        BRIDGE_KAFKA__SESSION_TIMEOUT_MS="6000",
+    )
+    items = payment_items(KILL_STREAM, seed=43, malformed_every=50)
+    replays: list[tuple[int, float]] = []  # per kill: (replayed, bound)
+    async with (
+        Producer(kafka_bootstrap) as producer,
+        Outputs.of(kafka_bootstrap, topics) as out,
+        GroupOffsets.of(kafka_bootstrap, topics) as offsets,
+    ):
+        stream = asyncio.create_task(
+            producer.send_all(topics.input, items, rate_per_s=KILL_RATE_PER_S)
+        )
+        for kill in range(KILLS):
+            bridge = await bridges.start_assigned(env, f"killed-{kill}")
+            before = len(out.records)
+            await out.wait_until(
+                lambda o, before=before: len(o.records) >= before + 400,
+                "400 new outputs",
+                60,
+                bridge.output,
+            )
+            started = min(r.timestamp_s for r in out.records[before:])
+            await asyncio.to_thread(bridge.kill)
+            killed_at = time.time()
+            committed = await offsets.read()
+            while await out.poll(timeout_ms=500):
+                pass  # everything the dead bridge wrote
+            mine = out.records[before:]
+            rate = len(mine) / max(killed_at - started, 0.001)
+            replayed = sum(1 for r in mine if r.source[1] >= (committed[r.source[0]] or 0))
+            replays.append((replayed, MAX_PENDING + rate * 2 * COMMIT_INTERVAL_MS / 1000))
+        last = await bridges.start_assigned(env, "last")
+        sent = await stream
+        await wait_for_inputs(out, sent, offsets, 120, last.output)
+        assert await asyncio.to_thread(last.stop) == 0, last.output()
+        while await out.poll(timeout_ms=500):
+            pass
+
+    assert not missing(sent, out), "inputs without a record"
+    for kill, (replayed, bound) in enumerate(replays):
+        assert replayed <= bound * 1.1, f"kill {kill}: {replayed} replayed, bound {bound:.0f}"
+    dups = duplicated(out)
+    assert len(dups) <= sum(replayed for replayed, _ in replays)
+    print("replayed per kill (replayed, bound):", [(r, round(b)) for r, b in replays])
