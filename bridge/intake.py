@@ -61,6 +61,8 @@ class Intake:
         only = lanes.lane_for(routes.only) if routes.only is not None else None
         shadowing = lanes.shadow is not None and routes.shadow is not None
         ledger = self._delivery.ledger(tp)
+        if records and ledger.last_offset is not None and records[0].offset <= ledger.last_offset:
+            records = self._skip_taken(tp, records, ledger.last_offset)
         max_bytes = self._max_bytes
         self._counts.events += len(records)
         for record in records:
@@ -90,6 +92,18 @@ class Intake:
             if shadowing and routes.shadowed(key, (record.topic, record.partition, record.offset)):
                 self._mirror(event, record, tp, now)
 
+    @staticmethod
+    def _skip_taken(tp: TopicPartition, records: Sequence[Any], last: int) -> Sequence[Any]:
+        """Records the partition already gave (a client re-delivering them) are not taken twice."""
+        fresh = [record for record in records if record.offset > last]
+        log.warning(
+            "records_already_taken",
+            partition=tp.partition,
+            skipped=len(records) - len(fresh),
+            last_taken=last,
+        )
+        return fresh
+
     def _take_unreadable(self, tp: TopicPartition, record: SalvagedRecord, now: float) -> None:
         """A record (or a range of offsets) the client could not decode: one failure."""
         assert record.problem is not None  # noqa: S101 - the caller checked
@@ -100,7 +114,11 @@ class Intake:
             routes.choose(record.key, (record.topic, record.partition, record.offset))
         )
         size = len(record.value or b"") + len(record.key or b"")
-        slot: Slot[Outcome] = self._delivery.ledger(tp).add(record.last_offset, record, size)
+        ledger = self._delivery.ledger(tp)
+        if ledger.last_offset is not None and record.offset <= ledger.last_offset:
+            self._skip_taken(tp, [record], ledger.last_offset)
+            return
+        slot: Slot[Outcome] = ledger.add(record.last_offset, record, size)
         slot.fetched = now
         self._counts.events += 1
         self._fail(slot, lane, tp, record.problem)

@@ -57,17 +57,19 @@ class PartitionLedger(Generic[T]):
         self._committable: int | None = None
         self.committed: int | None = None  # last offset the group accepted, kept by the committer
         self.bytes = 0  # sizes of the slots not yet acknowledged
+        self.last_offset: int | None = None  # of the newest slot ever added
 
     def __len__(self) -> int:
         """Slots not yet acknowledged (pending work)."""
         return len(self._slots)
 
     def add(self, offset: int, record: Any, size: int = 0) -> Slot[T]:
-        if self._slots and offset <= self._slots[-1].offset:
-            raise ValueError(f"offset {offset} is not after {self._slots[-1].offset}")
+        if self.last_offset is not None and offset <= self.last_offset:
+            raise ValueError(f"offset {offset} is not after {self.last_offset}")
         slot: Slot[T] = Slot(offset, record, size)
         self._slots.append(slot)
         self.bytes += size
+        self.last_offset = offset
         return slot
 
     def take_ready(self) -> list[Slot[T]]:

@@ -65,3 +65,16 @@ def test_misuse_is_loud() -> None:
     slot.resolve("a")
     with pytest.raises(RuntimeError, match="resolved twice"):
         slot.resolve("b")
+
+
+def test_an_offset_already_taken_is_refused_even_after_its_slot_left() -> None:
+    ledger: PartitionLedger[str] = PartitionLedger()
+    slot = ledger.add(5, record=None, size=30)
+    assert ledger.bytes == 30
+    slot.resolve("done")
+    (sent,) = ledger.take_ready()
+    ledger.ack(sent)
+    assert len(ledger) == 0 and ledger.bytes == 0
+    assert ledger.last_offset == 5
+    with pytest.raises(ValueError, match="offset 5 is not after 5"):
+        ledger.add(5, record=None)

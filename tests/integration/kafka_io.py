@@ -228,11 +228,15 @@ def produce_with_librdkafka(
     sent: dict[int, Sent] = {}
     errors: list[str] = []
 
-    def delivered(error: RdKafkaError | None, message: Message, index: int) -> None:
-        if error is not None:
-            errors.append(str(error))
-            return
-        sent[index] = Sent(message.partition(), message.offset(), items[index])
+    def delivered(index: int) -> Callable[[RdKafkaError | None, Message], None]:
+        def report(error: RdKafkaError | None, message: Message) -> None:
+            partition, offset = message.partition(), message.offset()
+            if error is not None or partition is None or offset is None:
+                errors.append(str(error))
+                return
+            sent[index] = Sent(partition, offset, items[index])
+
+        return report
 
     for index, item in enumerate(items):
         producer.produce(
@@ -241,7 +245,7 @@ def produce_with_librdkafka(
             key=item.key,
             headers=list(item.headers),
             partition=-1 if item.partition is None else item.partition,
-            on_delivery=lambda error, message, index=index: delivered(error, message, index),
+            on_delivery=delivered(index),
         )
         producer.poll(0)
     producer.flush(30)

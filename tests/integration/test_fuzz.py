@@ -36,7 +36,7 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
-from tests.kafka_batches import build, with_header_key
+from tests.kafka_batches import Entry, build, with_header_key
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ async def test_a_fuzzed_mix_ends_as_one_record_each_and_never_stops_the_bridge(
             batch_items = [
                 Item(f"raw-{n}-{k}".encode(), valid(rng, k)[0], (), "result") for k in range(3)
             ]
-            entries = [(it.key, it.value, [("h", b"1")]) for it in batch_items]
+            entries: list[Entry] = [(it.key, it.value, [("h", b"1")]) for it in batch_items]
             if n % 2 == 0:
                 entries[1] = (entries[1][0], entries[1][1], [("XX", b"1")])
                 raw = with_header_key(build(entries), b"XX", b"\xc3\x28")  # invalid UTF-8
