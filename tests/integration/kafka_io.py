@@ -410,6 +410,34 @@ class Outputs:
         )
 
 
+def ended_as(outputs: Outputs) -> dict[SourceKey, str]:
+    """Per input: "result", or the reason of its failure record."""
+    return {
+        source: "result" if r.kind == "result" else r.header(BRIDGE + "reason") or "?"
+        for r in outputs.records
+        for source in r.sources
+    }
+
+
+async def drain_exactly_once(
+    bootstrap: str, topics: Topics, bridge: Any, sent: Sequence[Sent], timeout_s: float = 90
+) -> tuple[Outputs, dict[int, int | None]]:
+    """Run ``bridge`` until every input has a record, stop it (exit 0), and check the promise.
+
+    Exactly one record per input, in order per partition; returns the outputs and the
+    group's committed offsets after the stop.
+    """
+    async with Outputs.of(bootstrap, topics) as out, GroupOffsets.of(bootstrap, topics) as offsets:
+        await wait_for_inputs(out, sent, offsets, timeout_s, bridge.output)
+        code = await asyncio.to_thread(bridge.stop)
+        assert code == 0, bridge.output()
+        final = await offsets.read()
+    assert not missing(sent, out), "inputs without a record"
+    assert not duplicated(out)
+    assert not order_violations(out, topics.partitions)
+    return out, final
+
+
 def missing(sent: Iterable[Sent], outputs: Outputs) -> list[SourceKey]:
     sources = {source for r in outputs.records for source in r.sources}
     return sorted(s.source for s in sent if s.source not in sources)

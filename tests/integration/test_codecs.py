@@ -16,16 +16,12 @@ import pytest
 
 from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
-    GroupOffsets,
-    Outputs,
-    duplicated,
+    drain_exactly_once,
     end_offsets,
+    ended_as,
     make_topics,
-    missing,
-    order_violations,
     payment_items,
     produce_with_librdkafka,
-    wait_for_inputs,
 )
 from tests.integration.procs import Bridges, stopped_counts
 
@@ -54,23 +50,7 @@ async def test_every_codec_decodes_and_the_output_can_be_compressed(
         BRIDGE_KAFKA__PRODUCER_COMPRESSION="zstd",
     )
     bridge = await bridges.start_assigned(env)
-    async with (
-        Outputs.of(kafka_bootstrap, topics) as out,
-        GroupOffsets.of(kafka_bootstrap, topics) as offsets,
-    ):
-        await wait_for_inputs(out, sent, offsets, 90, bridge.output)
-        code = await asyncio.to_thread(bridge.stop)
-        assert code == 0, bridge.output()
-        final = await offsets.read()
-
-    assert not missing(sent, out), "inputs without a record"
-    assert not duplicated(out)
-    assert not order_violations(out, topics.partitions)
-    expected = {s.source: s.item.expected for s in sent}
-    got = {
-        r.source: "result" if r.kind == "result" else r.header("__bridge.errors.reason")
-        for r in out.records
-    }
-    assert got == expected
+    out, final = await drain_exactly_once(kafka_bootstrap, topics, bridge, sent)
+    assert ended_as(out) == {s.source: s.item.expected for s in sent}
     assert final == end_offsets(sent)
     assert stopped_counts(bridge)["events"] == len(sent)

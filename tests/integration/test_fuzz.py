@@ -20,20 +20,15 @@ import pytest
 from bridge.dev.payments import payment
 from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
-    BRIDGE,
-    GroupOffsets,
     Item,
-    Outputs,
     Producer,
     Sent,
-    duplicated,
+    drain_exactly_once,
     end_offsets,
+    ended_as,
     make_topics,
-    missing,
-    order_violations,
     produce_raw_batch,
     produce_with_librdkafka,
-    wait_for_inputs,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
 from tests.kafka_batches import Entry, build, with_header_key
@@ -166,27 +161,14 @@ async def test_a_fuzzed_mix_ends_as_one_record_each_and_never_stops_the_bridge(
         BRIDGE_MODEL__COPY_FIELDS='["id", "meta"]',
     )
     bridge = await bridges.start_assigned(env)
-    async with (
-        Outputs.of(kafka_bootstrap, topics) as out,
-        GroupOffsets.of(kafka_bootstrap, topics) as offsets,
-    ):
-        await wait_for_inputs(out, sent, offsets, 120, bridge.output)
-        code = await asyncio.to_thread(bridge.stop)
-        assert code == 0, bridge.output()
-        final = await offsets.read()
-
-    assert not missing(sent, out), "inputs without a record"
-    assert not duplicated(out)
-    assert not order_violations(out, topics.partitions)
-    by_source = out.by_source()
-    wrong = []
-    for s in sent:
-        (record,) = by_source[s.source]
-        got = "result" if record.kind == "result" else record.header(BRIDGE + "reason")
-        want = s.item.expected
-        if (want == FAILURE and got in REASONS) or got == want:
-            continue
-        wrong.append((s.source, want, got, (s.item.value or b"")[:60]))
+    out, final = await drain_exactly_once(kafka_bootstrap, topics, bridge, sent, 120)
+    got = ended_as(out)
+    wrong = [
+        (s.source, s.item.expected, got[s.source], (s.item.value or b"")[:60])
+        for s in sent
+        if got[s.source] != s.item.expected
+        and not (s.item.expected == FAILURE and got[s.source] in REASONS)
+    ]
     assert not wrong, f"{len(wrong)} inputs ended otherwise than expected: {wrong[:10]}"
     assert final == end_offsets(sent)
     assert not log_events(bridge, "internal_error")

@@ -17,26 +17,20 @@ cover it.)
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     BRIDGE,
-    GroupOffsets,
     Item,
-    Outputs,
     Producer,
     Sent,
-    duplicated,
+    drain_exactly_once,
     end_offsets,
+    ended_as,
     make_topics,
-    missing,
-    order_violations,
     payment_items,
     produce_raw_batch,
-    wait_for_inputs,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
 from tests.kafka_batches import build, with_header_key
@@ -44,8 +38,25 @@ from tests.kafka_batches import build, with_header_key
 pytestmark = pytest.mark.integration
 
 
-def raw_batch(items: list[Item]) -> bytearray:
-    return build([(item.key, item.value, [("n", b"1")]) for item in items])
+def on(partition: int, items: list[Item]) -> list[Item]:
+    return [Item(item.key, item.value, item.headers, "result", partition) for item in items]
+
+
+def raw(items: list[Item], odd_header_at: int | None = None) -> bytearray:
+    """A batch of ``items`` as the bridge's own tests write them (one header each)."""
+    return build(
+        [
+            (item.key, item.value, [("ok", b"1"), ("XX", b"v")] if n == odd_header_at else [])
+            for n, item in enumerate(items)
+        ]
+    )
+
+
+def expect(base: int, items: list[Item], reasons: list[str]) -> list[Sent]:
+    return [
+        Sent(0, base + n, Item(item.key, item.value, (), reason))
+        for n, (item, reason) in enumerate(zip(items, reasons, strict=True))
+    ]
 
 
 async def test_bad_header_keys_and_damaged_batches_each_end_as_one_record(
@@ -54,72 +65,32 @@ async def test_bad_header_keys_and_damaged_batches_each_end_as_one_record(
     topics = await make_topics(kafka_bootstrap, topic_prefix, inputs=2, results=2, failures=1)
     items = payment_items(120, seed=21)
     sent: list[Sent] = []
-    expected: dict[tuple[int, int], str] = {}
     async with Producer(kafka_bootstrap) as producer:
         # Partition 1 first: its records are in the same fetch as partition 0's bad batch.
-        for item in items[:40]:
-            sent += await producer.send_all(
-                topics.input, [Item(item.key, item.value, item.headers, "result", 1)]
-            )
-        sent += await producer.send_all(
-            topics.input, [Item(i.key, i.value, i.headers, "result", 0) for i in items[40:60]]
-        )
+        sent += await producer.send_all(topics.input, on(1, items[:40]))
+        sent += await producer.send_all(topics.input, on(0, items[40:60]))
 
         header_items = items[60:64]
-        header_batch = with_header_key(
-            build(
-                [
-                    (i.key, i.value, [("ok", b"1"), ("XX", b"v")] if n == 1 else [("ok", b"1")])
-                    for n, i in enumerate(header_items)
-                ]
-            ),
-            b"XX",
-            b"\xff\xfe",
-        )
+        header_batch = with_header_key(raw(header_items, odd_header_at=1), b"XX", b"\xff\xfe")
         base = await produce_raw_batch(kafka_bootstrap, topics.input, 0, bytes(header_batch))
-        for n, item in enumerate(header_items):
-            sent.append(
-                Sent(
-                    0,
-                    base + n,
-                    Item(item.key, item.value, (), "bad_header" if n == 1 else "result"),
-                )
-            )
+        sent += expect(base, header_items, ["result", "bad_header", "result", "result"])
 
         damaged_items = items[64:68]
-        damaged = raw_batch(damaged_items)
+        damaged = raw(damaged_items)
         at = damaged.index(b'"amount"')
         damaged[at + 1] ^= 0x20  # "amount" -> "Amount": the CRC no longer matches
         base = await produce_raw_batch(kafka_bootstrap, topics.input, 0, bytes(damaged))
-        for n, item in enumerate(damaged_items):
-            sent.append(Sent(0, base + n, Item(item.key, item.value, (), "corrupt_batch")))
+        sent += expect(base, damaged_items, ["corrupt_batch"] * 4)
 
-        sent += await producer.send_all(
-            topics.input, [Item(i.key, i.value, i.headers, "result", 0) for i in items[68:]]
-        )
+        sent += await producer.send_all(topics.input, on(0, items[68:]))
     expected = {s.source: s.item.expected for s in sent}
 
     env = bridge_env(
         kafka_bootstrap, topics.names, model_server, group=topics.group, BRIDGE_BATCH__MAX_SIZE="16"
     )
     bridge = await bridges.start_assigned(env)
-    async with (
-        Outputs.of(kafka_bootstrap, topics) as out,
-        GroupOffsets.of(kafka_bootstrap, topics) as offsets,
-    ):
-        await wait_for_inputs(out, sent, offsets, 60, bridge.output)
-        code = await asyncio.to_thread(bridge.stop)
-        assert code == 0, bridge.output()
-        final = await offsets.read()
-
-    assert not missing(sent, out), "inputs without a record"
-    assert not duplicated(out)
-    assert not order_violations(out, topics.partitions)
-    got = {
-        r.source: "result" if r.kind == "result" else r.header(BRIDGE + "reason")
-        for r in out.records
-    }
-    assert got == expected
+    out, final = await drain_exactly_once(kafka_bootstrap, topics, bridge, sent, 60)
+    assert ended_as(out) == expected
     bad_header = next(r for r in out.failures if r.header(BRIDGE + "reason") == "bad_header")
     assert bad_header.value == header_items[1].value  # the dead letter keeps the value
     assert ("\\xff\\xfe", b"v") in bad_header.headers  # the key, escaped
