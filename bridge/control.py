@@ -22,6 +22,7 @@ log = structlog.get_logger("bridge.control")
 
 OnRoutes = Callable[[Routes | None], Awaitable[None]]
 TOPIC_WAIT_S = 10.0
+FAILED_FETCH_WAIT_S = 1.0
 
 
 class RoutesFollower:
@@ -71,8 +72,21 @@ class RoutesFollower:
         consumer = self._consumer
         if consumer is None or not consumer.assignment():
             return
+        failing = False
         while True:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
+            try:
+                fetched = await consumer.getmany(timeout_ms=1000)
+            except Exception:  # a record it cannot read must not stop the bridge
+                # The routes stay as they are; the log says why they stopped following.
+                # (The consumed topic's salvage path is not used here: one control record
+                # per model, written by `bridge routes set`.)
+                if not failing:
+                    log.exception("control_topic_unreadable", topic=self._topic)
+                failing = True
+                await asyncio.sleep(FAILED_FETCH_WAIT_S)
+                continue
+            failing = False
+            for records in fetched.values():
                 for record in records:
                     if record.key == self._model:
                         await self._apply(record.value)
