@@ -50,11 +50,14 @@ class RoutesFollower:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         latest: bytes | bool | None = False  # False: no record for our model yet
-        while not await _caught_up(consumer, ends):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    if record.key == self._model:
-                        latest = record.value
+        try:
+            while not await _caught_up(consumer, ends):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if record.key == self._model:
+                            latest = record.value
+        except Exception:  # unreadable: start with what was read (or the settings' routes)
+            log.exception("control_topic_unreadable", topic=self._topic, at="start")
         if latest is not False:
             await self._apply(latest)  # type: ignore[arg-type]
 
