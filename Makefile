@@ -13,7 +13,7 @@ GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit serve models proto lint demo bench clean
+.PHONY: help venv test test-unit serve models proto lint demo bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ demo: $(STAMP) $(MODELS) ## Run everything end to end on one machine and print a
 
 bench: $(STAMP) $(MODELS) ## Measure the bridge beside its two limits (direct calls, pass-through)
 	$(PY) -m bridge.dev.bench
+
+chaos: $(STAMP) $(MODELS) ## Long fault runs (kill -9, outages, broker stalls, churn, fuzz), one table
+	$(PY) -m bridge.dev.chaos
 
 proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
 	$(PY) proto/generate.py
