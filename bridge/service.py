@@ -182,6 +182,7 @@ class Service:
             "stopped",
             drained=drained,
             committed=committed,
+            fenced=self.rebalance.fenced,  # its work was another member's: nothing to commit
             handed_back=delivery.pending(),
             events=counts.events,
             results=counts.results,
