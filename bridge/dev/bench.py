@@ -221,7 +221,7 @@ def describe_setup(plan: Plan) -> dict[str, Any]:
         mesh = "?"
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _checkout(),
+        "commit": report.checkout(),
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_model": cpu_model,
@@ -236,30 +236,6 @@ def describe_setup(plan: Plan) -> dict[str, Any]:
         "plan": asdict(plan),
         "in_flight": IN_FLIGHT,
     }
-
-
-def _checkout() -> str | None:
-    """The checkout measured: HEAD, plus a note if the service code differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "bridge", ":!bridge/dev"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + (" + uncommitted changes to the service" if changed else "")
 
 
 def print_setup(setup: dict[str, Any]) -> None:

@@ -52,7 +52,6 @@ import contextlib
 import math
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
@@ -218,7 +217,7 @@ def describe_setup(args: argparse.Namespace) -> dict[str, Any]:
         mesh = "?"
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": report.checkout(),
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_model": cpu_model,
@@ -234,28 +233,6 @@ def describe_setup(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": args.only,
         "out": str(args.out),
     }
-
-
-def _commit() -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "bridge", ":!bridge/dev"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        return head + (" + uncommitted changes to the service" if dirty else "")
-    return None
 
 
 def print_setup(setup: dict[str, Any]) -> None:

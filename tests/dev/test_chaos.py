@@ -13,23 +13,11 @@ from pathlib import Path
 import pytest
 
 from bridge.dev.stack import REPO
+from tests.dev.processes import left_running
 
 pytestmark = pytest.mark.integration
 
 SCENARIOS = {"kill9", "outages", "stalls", "churn", "fuzz"}
-
-
-def _left_running(marker: str) -> list[str]:
-    """Command lines of processes still running that mention ``marker`` (an out folder)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in text:
-            found.append(text)
-    return found
 
 
 @pytest.mark.timeout(420)
@@ -68,4 +56,4 @@ def test_chaos_small_scale_passes_every_scenario(tmp_path: Path) -> None:
         line = next(line for line in table.splitlines() if line.startswith(row["scenario"]))
         assert line.rstrip().endswith("PASS"), line
     assert set(summary["setup"]) >= {"cpus", "broker", "server", "scale"}
-    assert _left_running(str(out)) == []
+    assert left_running(str(out)) == []

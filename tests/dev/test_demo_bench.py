@@ -18,6 +18,7 @@ from bridge.dev.payments import payments
 from bridge.dev.stack import REPO
 from bridge.ops.labels import read_models_config
 from bridge.ops.models_config import find_model
+from tests.dev.processes import left_running
 
 pytestmark = pytest.mark.integration
 
@@ -41,19 +42,6 @@ def _run(module: str, *args: str, timeout_s: float) -> subprocess.CompletedProce
 def _labels(models_config: Path) -> dict[str, int]:
     _, config = read_models_config(models_config)
     return dict(find_model(config, "fraud").version_labels)
-
-
-def _left_running(marker: str) -> list[str]:
-    """Command lines of processes still running that mention ``marker`` (an out folder)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in text:
-            found.append(text)
-    return found
 
 
 @pytest.mark.timeout(600)
@@ -134,7 +122,7 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
     # The label moved in the server's copy of models.config, never in the committed one.
     assert _labels(out / "models.local.config") == {"stable": 2, "canary": 2}
     assert _labels(REPO / "serving" / "models.config") == {"stable": 1, "canary": 2}
-    assert _left_running(str(out)) == []
+    assert left_running(str(out)) == []
 
 
 @pytest.mark.timeout(900)
@@ -190,4 +178,4 @@ def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
     for target in results["targets"]:
         assert {"target", "value", "unit", "goal", "pass", "definition"} <= set(target)
         assert target["pass"] in (True, False, None)
-    assert _left_running(str(out)) == []
+    assert left_running(str(out)) == []
