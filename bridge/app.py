@@ -16,16 +16,17 @@ from typing import Any
 import structlog
 
 from bridge.control import RoutesFollower
+from bridge.domain import Target
 from bridge.kafka.clients import make_consumer, make_producer
 from bridge.kafka.records import RecordBuilder
 from bridge.lanes import Lanes, RoutesRejectedError, initial_routes
 from bridge.metrics import Metrics, serve_metrics
 from bridge.outputs import Counts
-from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.predictor import Predictor, RetryPolicy
 from bridge.pipeline.routing import Routes
 from bridge.service import Service, bounded
-from bridge.serving.client import ModelClient, Target
+from bridge.serving.client import ModelClient
+from bridge.serving.health import ServerHealth
+from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge")

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
+from bridge.domain import Failure, Outcome
 from bridge.errors import BridgeError, EventError, InternalError
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import Fetched
@@ -22,7 +23,6 @@ from bridge.lanes import Lane, Lanes, Pending
 from bridge.outputs import Counts
 from bridge.pipeline.instances import parse_event
 from bridge.pipeline.ledger import Slot
-from bridge.pipeline.outcomes import Failure, Outcome
 
 log = structlog.get_logger("bridge.intake")
 

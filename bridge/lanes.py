@@ -15,14 +15,13 @@ from typing import Any
 
 import structlog
 
+from bridge.domain import Instance, Outcome, Signature, Target
 from bridge.errors import ModelCallError, ModelNotFoundError
 from bridge.pipeline.batcher import Batcher
-from bridge.pipeline.instances import Instance, InstanceBuilder
+from bridge.pipeline.instances import InstanceBuilder
 from bridge.pipeline.ledger import Slot
-from bridge.pipeline.outcomes import Outcome
 from bridge.pipeline.routing import Route, Routes, build_routes
-from bridge.serving.client import ModelClient, Target
-from bridge.serving.signature import Signature
+from bridge.serving.client import ModelClient
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.lanes")

@@ -15,12 +15,12 @@ from typing import Any
 
 import structlog
 
+from bridge.domain import Failure, Outcome, Success
 from bridge.errors import InternalError, UnwritableOutputError
 from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.metrics import Metrics
 from bridge.pipeline.instances import NO_FIELDS
 from bridge.pipeline.ledger import Slot
-from bridge.pipeline.outcomes import Failure, Outcome, Success
 
 log = structlog.get_logger("bridge.outputs")
 

@@ -36,9 +36,9 @@ from bridge.kafka.salvage import Salvager
 from bridge.lanes import Lanes
 from bridge.metrics import Metrics
 from bridge.outputs import Counts, Outputs
-from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.predictor import Predictor
 from bridge.serving.client import ModelClient
+from bridge.serving.health import ServerHealth
+from bridge.serving.predictor import Predictor
 from bridge.settings import Settings
 from bridge.shadow import ShadowMirror
 from bridge.workers import Workers

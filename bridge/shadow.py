@@ -14,10 +14,10 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from bridge.domain import Failure, Success
 from bridge.errors import ModelCallError
 from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.lanes import Pending
-from bridge.pipeline.outcomes import Failure, Success
 from bridge.serving.client import ModelClient
 
 log = structlog.get_logger("bridge.shadow")

@@ -14,10 +14,10 @@ from typing import Any
 
 import structlog
 
+from bridge.domain import Failure
 from bridge.kafka.delivery import Delivery
 from bridge.lanes import Lanes, Pending
-from bridge.pipeline.outcomes import Failure
-from bridge.pipeline.predictor import Predictor
+from bridge.serving.predictor import Predictor
 from bridge.shadow import ShadowMirror
 
 log = structlog.get_logger("bridge.workers")

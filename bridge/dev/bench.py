@@ -50,9 +50,9 @@ from bridge.dev.broker import DevBroker
 from bridge.dev.payments import payments
 from bridge.dev.report import say
 from bridge.dev.stack import REPO, BridgeProcess, ModelServer, bridge_env, create_topics
-from bridge.pipeline.instances import Instance, InstanceBuilder
-from bridge.serving.client import ModelClient, Target
-from bridge.serving.signature import Signature
+from bridge.domain import Instance, Signature, Target
+from bridge.pipeline.instances import InstanceBuilder
+from bridge.serving.client import ModelClient
 
 LABEL = "stable"
 PARTITIONS = 3

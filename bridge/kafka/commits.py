@@ -23,8 +23,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from bridge.domain import Outcome
 from bridge.pipeline.ledger import PartitionLedger
-from bridge.pipeline.outcomes import Outcome
 
 log = structlog.get_logger("bridge.commits")
 

@@ -29,9 +29,9 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from bridge.domain import Outcome
 from bridge.kafka.records import OutputRecord
 from bridge.pipeline.ledger import PartitionLedger, Slot
-from bridge.pipeline.outcomes import Outcome
 
 log = structlog.get_logger("bridge.delivery")
 

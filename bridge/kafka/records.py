@@ -14,9 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from bridge.domain import Failure, Success, Target
 from bridge.errors import ModelCallError
-from bridge.pipeline.outcomes import Failure, Success
-from bridge.serving.client import Target
 
 CONNECT = "__connect.errors."
 BRIDGE = "__bridge.errors."

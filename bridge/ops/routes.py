@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.domain import Target, UnsupportedSignatureError
 from bridge.errors import ModelCallError, ServerUnavailableError
 from bridge.ops.control import (
     ControlRecord,
@@ -24,8 +25,7 @@ from bridge.ops.control import (
 from bridge.ops.errors import CommandError
 from bridge.ops.output import table
 from bridge.pipeline.routing import Routes
-from bridge.serving.client import ModelClient, Target
-from bridge.serving.signature import UnsupportedSignatureError
+from bridge.serving.client import ModelClient
 
 FALLBACK = "the bridge uses its configured routes"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bridge.domain import DType, Instance, Leaf, Signature, TensorSpec
 from bridge.errors import (
     FieldTooDeepError,
     InputShapeError,
@@ -25,28 +26,12 @@ from bridge.errors import (
     NotJsonError,
     OversizeError,
 )
-from bridge.serving.signature import DType, Signature, TensorSpec
-
-Leaf = float | int | bool | bytes
 
 # TensorFlow's TensorShape has at most 254 dimensions: a list nested deeper cannot be
 # a tensor, and checking it level by level would only spend the stack.
 MAX_RANK = 254
 # What a result embeds for "fields" when no fields are copied.
 NO_FIELDS = orjson.Fragment(b"{}")
-
-
-@dataclass(slots=True)
-class Instance:
-    """One event's model input: per signature input, its leaves (row-major) and shape."""
-
-    values: dict[str, list[Leaf]]
-    shapes: dict[str, tuple[int, ...]]  # shared between instances of a fixed-shape signature
-    # The copied event fields, already JSON: a field the result cannot hold fails the
-    # event here, not later in the emitter, and the encoding is done once.
-    copied: orjson.Fragment
-    # Instances can share a request only if their shapes agree (variable inner dims).
-    shape_key: tuple[tuple[int, ...], ...]
 
 
 def parse_event(value: bytes | None, max_bytes: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bridge.serving.client import Target
+from bridge.domain import Target
 
 BUCKETS = 10_000
 

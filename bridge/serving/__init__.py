@@ -1,1 +1,4 @@
-"""Talking to TF Serving: one ``ModelClient`` interface, a gRPC and a REST implementation."""
+"""Reaching TF Serving: the ``ModelClient`` interface and its gRPC and REST
+implementations, the shared up/down answer (``health``) and the predictor that
+retries, holds through outages and bisects rejected batches.
+"""

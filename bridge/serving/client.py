@@ -8,41 +8,9 @@ their library's errors into ``bridge.errors.ModelCallError`` subclasses.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from bridge.pipeline.instances import Instance
-from bridge.serving.signature import Signature
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a request asks for: a model, optionally pinned by label or version."""
-
-    model: str
-    label: str | None = None
-    version: int | None = None
-    signature: str = "serving_default"
-
-    def __str__(self) -> str:
-        if self.label is not None:
-            return f"{self.model}@{self.label}"
-        if self.version is not None:
-            return f"{self.model}@{self.version}"
-        return f"{self.model}@latest"
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """A response split back per instance.
-
-    ``version`` is the version that served the request, from the response when the
-    protocol says it (gRPC always does; TF Serving's REST predict response does
-    not, so REST knows it only when the target pins a version).
-    """
-
-    version: int | None
-    outputs: list[dict[str, Any]]
+from bridge.domain import Instance, Prediction, Signature, Target
 
 
 class ModelClient(Protocol):

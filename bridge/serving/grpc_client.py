@@ -24,15 +24,16 @@ from collections.abc import Sequence
 import grpc
 import grpc.aio
 
-from bridge.errors import ModelCallError, RejectedInputError, error_for_grpc_status
-from bridge.pipeline.instances import Instance
-from bridge.serving.client import Prediction, Target
-from bridge.serving.signature import (
+from bridge.domain import (
+    Instance,
+    Prediction,
     Signature,
+    Target,
     TensorSpec,
     UnsupportedSignatureError,
     dtype_from_number,
 )
+from bridge.errors import ModelCallError, RejectedInputError, error_for_grpc_status
 from bridge.serving.tensors import decode_tensor, encode_inputs, split_outputs
 from bridge.wire import (
     get_model_metadata_pb2,

@@ -14,6 +14,15 @@ from typing import Any
 import httpx
 import orjson
 
+from bridge.domain import (
+    DType,
+    Instance,
+    Prediction,
+    Signature,
+    Target,
+    TensorSpec,
+    dtype_from_name,
+)
 from bridge.errors import (
     DeadlineExceededError,
     ModelCallError,
@@ -22,9 +31,6 @@ from bridge.errors import (
     ServerUnavailableError,
     error_for_http_status,
 )
-from bridge.pipeline.instances import Instance
-from bridge.serving.client import Prediction, Target
-from bridge.serving.signature import DType, Signature, TensorSpec, dtype_from_name
 from bridge.serving.tensors import nest
 
 

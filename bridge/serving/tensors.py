@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from math import prod
 from typing import Any
 
-from bridge.pipeline.instances import Instance, Leaf
-from bridge.serving.signature import DType, Signature, dtype_from_number
+from bridge.domain import DType, Instance, Leaf, Signature, dtype_from_number
 from bridge.wire import tensor_pb2, types_pb2
 
 _ARRAY_CODES = {

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from bridge.domain import Instance, Prediction, Signature, Target
 from bridge.errors import ModelCallError
-from bridge.pipeline.instances import Instance
-from bridge.serving.client import Prediction, Target
-from bridge.serving.signature import Signature
 
 Behaviour = Callable[[Sequence[Instance]], Prediction | ModelCallError]
 

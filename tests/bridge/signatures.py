@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.serving.signature import DType, Signature, TensorSpec
+from bridge.domain import DType, Signature, TensorSpec
 
 FRAUD = Signature(
     model="fraud",

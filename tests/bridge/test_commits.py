@@ -9,9 +9,9 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, RequestTimedOutError
 
+from bridge.domain import Outcome, Success
 from bridge.kafka.commits import Committer
 from bridge.pipeline.ledger import PartitionLedger
-from bridge.pipeline.outcomes import Outcome, Success
 from tests.bridge.fake_kafka import HANG, FakeConsumer
 
 P0, P1, P2 = (TopicPartition("in", partition) for partition in range(3))

@@ -17,12 +17,12 @@ from aiokafka.errors import (
     RequestTimedOutError,
 )
 
+from bridge.domain import Failure, Outcome, Success
 from bridge.errors import NotJsonError
 from bridge.kafka import delivery as delivery_module
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.records import OutputRecord
 from bridge.pipeline.ledger import Slot
-from bridge.pipeline.outcomes import Failure, Outcome, Success
 from tests.bridge.fake_kafka import FakeProducer, FakeRecord, Sent, settle, until
 
 IN0, IN1 = TopicPartition("in", 0), TopicPartition("in", 1)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from bridge.domain import DType, TensorSpec
 from bridge.errors import (
     FieldTooDeepError,
     InputShapeError,
@@ -18,7 +19,6 @@ from bridge.errors import (
     OversizeError,
 )
 from bridge.pipeline.instances import InstanceBuilder, parse_event
-from bridge.serving.signature import DType, TensorSpec
 
 from .signatures import FRAUD, MIXED, fraud_event
 
@@ -176,7 +176,7 @@ def test_the_fast_path_rejects_what_the_general_path_rejects(pca: list[object]) 
 
 
 def test_integer_lists_are_range_checked_on_the_fast_path() -> None:
-    from bridge.serving.signature import DType, Signature, TensorSpec
+    from bridge.domain import DType, Signature, TensorSpec
 
     ids = Signature("m", 1, "s", {"ids": TensorSpec(DType.INT8, (-1, 3))}, {})
     assert InstanceBuilder(ids).build({"ids": [1, -128, 127]}).values["ids"] == [1, -128, 127]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from bridge.domain import Failure, Instance, Prediction, Success, Target
 from bridge.errors import (
     ModelCallError,
     ModelServerError,
@@ -14,11 +15,9 @@ from bridge.errors import (
     ServerBusyError,
     error_for_grpc_status,
 )
-from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.instances import Instance, InstanceBuilder
-from bridge.pipeline.outcomes import Failure, Success
-from bridge.pipeline.predictor import Predictor, RetryPolicy
-from bridge.serving.client import Prediction, Target
+from bridge.pipeline.instances import InstanceBuilder
+from bridge.serving.health import ServerHealth
+from bridge.serving.predictor import Predictor, RetryPolicy
 
 from .fakes import FakeModelClient, echo_amounts
 from .signatures import FRAUD, fraud_event

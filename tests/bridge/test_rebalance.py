@@ -10,6 +10,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, CorruptRecordException
 
+from bridge.domain import Outcome, Success
 from bridge.kafka.commits import Committer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import GuardedFetch
@@ -17,7 +18,6 @@ from bridge.kafka.rebalance import Rebalance
 from bridge.kafka.records import OutputRecord
 from bridge.kafka.salvage import Salvage
 from bridge.pipeline.ledger import Slot
-from bridge.pipeline.outcomes import Outcome, Success
 from tests.bridge.fake_kafka import FakeConsumer, FakeProducer, FakeRecord, FakeSalvager, settle
 
 P0, P1, P2 = (TopicPartition("in", partition) for partition in range(3))

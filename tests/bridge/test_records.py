@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import orjson
 
+from bridge.domain import Failure, Success, Target
 from bridge.errors import InputShapeError, RejectedInputError
 from bridge.kafka.records import RecordBuilder
-from bridge.pipeline.outcomes import Failure, Success
-from bridge.serving.client import Target
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from bridge.domain import Target
 from bridge.pipeline.routing import (
     RoutesError,
     build_routes,
@@ -13,7 +14,6 @@ from bridge.pipeline.routing import (
     parse_control_record,
     target_for,
 )
-from bridge.serving.client import Target
 
 
 def keys(n: int) -> list[bytes]:

@@ -19,7 +19,7 @@ import pytest
 
 import bridge.serving.grpc_client as grpc_client
 from bridge.dev.broker import free_port
-from bridge.serving.client import Target
+from bridge.domain import Target
 from bridge.serving.grpc_client import GrpcModelClient
 from bridge.wire import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
 

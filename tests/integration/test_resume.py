@@ -27,11 +27,11 @@ import orjson
 import pytest
 
 from bridge.dev.stack import BridgeProcess, ModelServer, bridge_env
-from bridge.pipeline.instances import Instance, InstanceBuilder
-from bridge.serving.client import ModelClient, Target
+from bridge.domain import Instance, Signature, Target
+from bridge.pipeline.instances import InstanceBuilder
+from bridge.serving.client import ModelClient
 from bridge.serving.grpc_client import GrpcModelClient
 from bridge.serving.rest_client import RestModelClient
-from bridge.serving.signature import Signature
 from tests.integration.kafka_io import (
     BRIDGE,
     GroupOffsets,

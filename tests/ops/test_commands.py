@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bridge.domain import Signature, Target
 from bridge.errors import ModelNotFoundError, RejectedInputError, ServerUnavailableError
 from bridge.ops import commands
 from bridge.ops.errors import CommandError
 from bridge.ops.routes import check_targets, named_targets
 from bridge.pipeline.routing import parse_assignments
-from bridge.serving.client import Target
-from bridge.serving.signature import Signature
 from tests.ops.servers import fake_models_config
 
 CLOSED = "127.0.0.1:1"  # nothing listens there; these tests never get as far as connecting

@@ -13,13 +13,13 @@ import httpx
 import orjson
 import pytest
 
+from bridge.domain import Target
 from bridge.errors import ModelCallError
 from bridge.ops import commands
 from bridge.ops.labels import LabelMove, move_label
 from bridge.ops.model_service import ModelService
 from bridge.ops.models_config import find_model, labels_of, parse_models_config, specific_versions
 from bridge.pipeline.instances import InstanceBuilder
-from bridge.serving.client import Target
 from bridge.serving.grpc_client import GrpcModelClient
 from tests.ops.servers import Served, fake_models_config, model_server
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from bridge.domain import Failure, Instance, Outcome, Prediction, Signature, Success, Target
 from bridge.errors import (
     BridgeError,
     InternalError,
@@ -23,11 +24,8 @@ from bridge.errors import (
     ModelNotFoundError,
     RejectedInputError,
 )
-from bridge.pipeline.health import ServerHealth
-from bridge.pipeline.instances import Instance
-from bridge.pipeline.outcomes import Failure, Outcome, Success
-from bridge.serving.client import ModelClient, Prediction, Target
-from bridge.serving.signature import Signature
+from bridge.serving.client import ModelClient
+from bridge.serving.health import ServerHealth
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,9 @@
-"""A model signature as the bridge needs it: input and output names, dtypes, shapes.
+"""The types every part of the bridge shares: what a model expects, what is asked of
+it, what an event becomes, and what came of it.
 
-Built from GetModelMetadata (gRPC or REST); everything downstream validates and
-encodes against it, so the protocol is decided in one place.
+Neutral ground: the pure core (``bridge.pipeline``), the model-server clients
+(``bridge.serving``) and the Kafka side all import this module, and it imports
+nothing of theirs, so no part depends on another just to name a type.
 """
 
 from __future__ import annotations
@@ -9,6 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.errors import BridgeError
+
+# --- Signatures: built from GetModelMetadata; everything downstream validates and
+# encodes against them, so the protocol is decided in one place.
 
 
 class DType(enum.IntEnum):
@@ -110,3 +120,76 @@ class Signature:
     def batchable(self) -> bool:
         """Several events fit in one request only if every input has a batch dimension."""
         return all(spec.batched for spec in self.inputs.values())
+
+
+# --- Requests: what a call asks for, and what it answers.
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request asks for: a model, optionally pinned by label or version."""
+
+    model: str
+    label: str | None = None
+    version: int | None = None
+    signature: str = "serving_default"
+
+    def __str__(self) -> str:
+        if self.label is not None:
+            return f"{self.model}@{self.label}"
+        if self.version is not None:
+            return f"{self.model}@{self.version}"
+        return f"{self.model}@latest"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A response split back per instance.
+
+    ``version`` is the version that served the request, from the response when the
+    protocol says it (gRPC always does; TF Serving's REST predict response does
+    not, so REST knows it only when the target pins a version).
+    """
+
+    version: int | None
+    outputs: list[dict[str, Any]]
+
+
+# --- Events: one event's model input, checked against the signature.
+
+Leaf = float | int | bool | bytes
+
+
+@dataclass(slots=True)
+class Instance:
+    """One event's model input: per signature input, its leaves (row-major) and shape."""
+
+    values: dict[str, list[Leaf]]
+    shapes: dict[str, tuple[int, ...]]  # shared between instances of a fixed-shape signature
+    # The copied event fields, already JSON: a field the result cannot hold fails the
+    # event here, not later in the emitter, and the encoding is done once.
+    copied: orjson.Fragment
+    # Instances can share a request only if their shapes agree (variable inner dims).
+    shape_key: tuple[tuple[int, ...], ...]
+
+
+# --- Outcomes: a result to publish, or a failure to dead-letter.
+
+
+@dataclass(slots=True)
+class Success:
+    outputs: dict[str, Any]
+    version: int | None  # the version that served it, when the protocol says
+    attempts: int
+    model_ms: float  # duration of the successful call
+
+
+@dataclass(slots=True)
+class Failure:
+    error: BridgeError
+    attempts: int  # model calls made (0: the event never reached the model)
+    first_attempt_ms: int | None = None  # epoch milliseconds
+    last_attempt_ms: int | None = None
+
+
+Outcome = Success | Failure
