@@ -1,11 +1,11 @@
-"""Text-format config files -> protos, and upstream's checks on a model config list.
+"""Text-format config files -> protos, and upstream's checks on a config list.
 
-``ModelServerConfig`` comes from the official ``tensorflow-serving-api`` package.
-``BatchingParameters`` and ``MonitoringConfig`` do not ship in that package, so this
-module declares them at run time, in a private descriptor pool, with upstream's
-package, names and field numbers (``ts:servables/tensorflow/session_bundle_config.proto``,
-``ts:config/monitoring_config.proto``): a file written for a real
-``tensorflow/serving`` parses the same here.
+``ModelServerConfig`` comes from the official ``tensorflow-serving-api`` package,
+like every message the front ends use. That package ships neither
+``BatchingParameters`` nor ``MonitoringConfig``, so those two come from
+``bridge.wire`` (generated from ``proto/``, upstream's package, names and field
+numbers): a file written for a real ``tensorflow/serving`` parses the same here.
+Their private descriptor pool keeps them apart from the official modules.
 """
 
 from __future__ import annotations
@@ -15,87 +15,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from bridge.wire.monitoring_config_pb2 import MonitoringConfig
+from bridge.wire.session_bundle_config_pb2 import BatchingParameters
 from serving.errors import ServingError
 
 TENSORFLOW_PLATFORM = "tensorflow"
 
-_F = descriptor_pb2.FieldDescriptorProto
 _Message = TypeVar("_Message", bound=message.Message)
-
-
-def _declare_messages() -> descriptor_pool.DescriptorPool:
-    """Declare upstream's BatchingParameters and MonitoringConfig in a private pool."""
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-
-    def field(
-        msg: descriptor_pb2.DescriptorProto,
-        name: str,
-        number: int,
-        kind: int,
-        type_name: str = "",
-        repeated: bool = False,
-    ) -> None:
-        label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
-        added = msg.field.add(name=name, number=number, type=kind, label=label)
-        if type_name:  # an empty type_name still counts as set
-            added.type_name = type_name
-
-    batching = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    params = batching.message_type.add(name="BatchingParameters")
-    int64_value = ".google.protobuf.Int64Value"
-    field(params, "max_batch_size", 1, _F.TYPE_MESSAGE, int64_value)
-    field(params, "batch_timeout_micros", 2, _F.TYPE_MESSAGE, int64_value)
-    field(params, "max_enqueued_batches", 3, _F.TYPE_MESSAGE, int64_value)
-    field(params, "num_batch_threads", 4, _F.TYPE_MESSAGE, int64_value)
-    field(params, "thread_pool_name", 5, _F.TYPE_MESSAGE, ".google.protobuf.StringValue")
-    field(params, "allowed_batch_sizes", 6, _F.TYPE_INT64, repeated=True)
-    field(params, "pad_variable_length_inputs", 7, _F.TYPE_BOOL)
-    pool.Add(batching)
-
-    monitoring = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/monitoring_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-    )
-    prometheus = monitoring.message_type.add(name="PrometheusConfig")
-    field(prometheus, "enable", 1, _F.TYPE_BOOL)
-    field(prometheus, "path", 2, _F.TYPE_STRING)
-    config = monitoring.message_type.add(name="MonitoringConfig")
-    field(config, "prometheus_config", 1, _F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
-    pool.Add(monitoring)
-    return pool
-
-
-_POOL = _declare_messages()
-
-# Message classes, used like generated ones: BatchingParameters(), msg.max_batch_size.value.
-BatchingParameters = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-)
-MonitoringConfig = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-)
-PrometheusConfig = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.PrometheusConfig")
-)
 
 
 def _read_text_proto(path: str, proto: _Message) -> _Message:
@@ -123,12 +52,12 @@ def read_model_server_config(path: str) -> model_server_config_pb2.ModelServerCo
     return _read_text_proto(path, model_server_config_pb2.ModelServerConfig())
 
 
-def read_batching_parameters(path: str) -> message.Message:
+def read_batching_parameters(path: str) -> BatchingParameters:
     """Read a ``--batching_parameters_file`` (text-format ``BatchingParameters``)."""
     return _read_text_proto(path, BatchingParameters())
 
 
-def read_monitoring_config(path: str) -> message.Message:
+def read_monitoring_config(path: str) -> MonitoringConfig:
     """Read a ``--monitoring_config_file`` (text-format ``MonitoringConfig``)."""
     return _read_text_proto(path, MonitoringConfig())
 

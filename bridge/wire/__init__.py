@@ -16,6 +16,9 @@ Modules (``from bridge.wire import predict_pb2``):
   ``get_model_status_pb2``, ``status_pb2``, ``model_management_pb2``,
   ``model_server_config_pb2``, ``file_system_storage_path_source_pb2``
 - ``prediction_service_pb2_grpc``, ``model_service_pb2_grpc``: stubs and servicers
+- ``session_bundle_config_pb2`` (``BatchingParameters``), ``monitoring_config_pb2``:
+  not used by the bridge; the local model server (``serving/``) reads its config
+  files with them, as ``tensorflow-serving-api`` has no module for either
 
 The private pool. These modules register their descriptors in ``POOL``
 (``_pool.py``), not protobuf's default pool, so they can share a process with
