@@ -173,6 +173,17 @@ class Instance:
     shape_key: tuple[tuple[int, ...], ...]
 
 
+@dataclass(slots=True)
+class Routed:
+    """Where an event went, and what its output record carries back from the event."""
+
+    route: str  # the route's name: a label, a version number, or "latest"
+    target: Target
+    # The copied event fields, already JSON (``{}`` when none are copied, or the event
+    # never became an instance).
+    copied: orjson.Fragment
+
+
 # --- Outcomes: a result to publish, or a failure to dead-letter.
 
 

@@ -14,15 +14,15 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
-from bridge.domain import Failure, Outcome
+from bridge.domain import Failure, Routed
 from bridge.errors import BridgeError, EventError, InternalError
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import Fetched
 from bridge.kafka.salvage import SalvagedRecord
-from bridge.lanes import Lane, Lanes, Pending
+from bridge.lanes import Lanes, Pending
 from bridge.outputs import Counts
-from bridge.pipeline.instances import parse_event
-from bridge.pipeline.ledger import Slot
+from bridge.pipeline.instances import NO_FIELDS, parse_event
+from bridge.pipeline.ledger import EventSlot
 
 log = structlog.get_logger("bridge.intake")
 
@@ -69,22 +69,29 @@ class Intake:
             value = record.value
             key = record.key
             size = (len(value) if value is not None else 0) + (len(key) if key else 0)
-            slot: Slot[Outcome] = ledger.add(record.offset, record, size)
-            slot.fetched = now
             lane = only or lanes.lane_for(
                 routes.choose(key, (record.topic, record.partition, record.offset))
             )
+            error: BridgeError | None = None
             try:
                 event = parse_event(value, max_bytes)
                 instance = lane.builder.build(event)
             except EventError as exc:
-                self._fail(slot, lane, tp, exc)
-                continue
+                error = exc
             except Exception as exc:  # one event's bug must not stop the partition
                 log.exception("internal_error", stage="consume", offset=record.offset, exc_info=exc)
-                self._fail(slot, lane, tp, InternalError.wrapping(exc))
+                error = InternalError.wrapping(exc)
+            if error is not None:
+                slot = ledger.add(
+                    record.offset, record, Routed(lane.name, lane.target, NO_FIELDS), size
+                )
+                slot.fetched = now
+                self._fail(tp, slot, error)
                 continue
-            slot.context = (lane, instance.copied)
+            slot = ledger.add(
+                record.offset, record, Routed(lane.name, lane.target, instance.copied), size
+            )
+            slot.fetched = now
             for batch in lane.batcher.add(
                 Pending(tp, slot, instance, lane, record), instance.shape_key, now
             ):
@@ -118,17 +125,15 @@ class Intake:
         if ledger.last_offset is not None and record.offset <= ledger.last_offset:
             self._skip_taken(tp, [record], ledger.last_offset)
             return
-        slot: Slot[Outcome] = ledger.add(record.last_offset, record, size)
+        slot = ledger.add(
+            record.last_offset, record, Routed(lane.name, lane.target, NO_FIELDS), size
+        )
         slot.fetched = now
         self._counts.events += 1
-        self._fail(slot, lane, tp, record.problem)
+        self._fail(tp, slot, record.problem)
 
-    def _fail(
-        self, slot: Slot[Outcome], lane: Lane, tp: TopicPartition, error: BridgeError
-    ) -> None:
-        slot.context = (lane, None)
-        slot.resolve(Failure(error, attempts=0))
-        self._delivery.resolved(tp)
+    def _fail(self, tp: TopicPartition, slot: EventSlot, error: BridgeError) -> None:
+        self._delivery.finish(tp, slot, Failure(error, attempts=0))
 
     def _mirror(self, event: dict[str, Any], record: Any, tp: TopicPartition, now: float) -> None:
         """Shadow traffic: best effort, and it never touches the main record."""

@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 
-from bridge.domain import Instance, Outcome, Signature, Target
+from bridge.domain import Instance, Signature, Target
 from bridge.errors import ModelCallError, ModelNotFoundError
 from bridge.pipeline.batcher import Batcher
 from bridge.pipeline.instances import InstanceBuilder
-from bridge.pipeline.ledger import Slot
+from bridge.pipeline.ledger import EventSlot
 from bridge.pipeline.routing import Route, Routes, build_routes
 from bridge.serving.client import ModelClient
 from bridge.settings import Settings
@@ -46,7 +46,7 @@ class Pending:
     """An instance on its way to the model, with the slot its outcome goes to."""
 
     tp: Any  # aiokafka TopicPartition
-    slot: Slot[Outcome] | None  # None for shadow traffic: nothing waits for it
+    slot: EventSlot | None  # None for shadow traffic: nothing waits for it
     instance: Instance
     lane: Lane
     record: Any  # the ConsumerRecord

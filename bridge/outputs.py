@@ -15,12 +15,11 @@ from typing import Any
 
 import structlog
 
-from bridge.domain import Failure, Outcome, Success
+from bridge.domain import Failure, Success
 from bridge.errors import InternalError, UnwritableOutputError
 from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.metrics import Metrics
-from bridge.pipeline.instances import NO_FIELDS
-from bridge.pipeline.ledger import Slot
+from bridge.pipeline.ledger import EventSlot
 
 log = structlog.get_logger("bridge.outputs")
 
@@ -43,7 +42,7 @@ class Outputs:
         self._counts = counts
         self._log_payloads = log_payloads
 
-    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+    def build(self, slot: EventSlot, now: float) -> OutputRecord:
         """The slot's output record; a result that cannot be built becomes a failure."""
         try:
             return self._build(slot, now)
@@ -52,9 +51,9 @@ class Outputs:
             slot.outcome = Failure(InternalError.wrapping(exc), attempts=0)
             return self._build(slot, now)
 
-    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+    def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         """The failure record without the input's value, for an output the broker refuses."""
-        lane, _ = slot.context
+        routed = slot.context
         record: Any = slot.record
         size = len(record.value) if record.value is not None else 0
         failure = slot.outcome = Failure(
@@ -64,24 +63,26 @@ class Outputs:
             ),
             attempts=0,
         )
-        return self._records.failure(record, failure, lane.name, lane.target, keep_value=False)
+        return self._records.failure(record, failure, routed.route, routed.target, keep_value=False)
 
-    def written(self, slot: Slot[Outcome], now: float) -> None:
+    def written(self, slot: EventSlot, now: float) -> None:
         """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
-        lane, _ = slot.context
+        routed = slot.context
         outcome = slot.outcome
         ms = (now - slot.fetched) * 1000
         if isinstance(outcome, Success):
             self._counts.results += 1
-            self._metrics.observe(lane.target.model, lane.name, outcome.version, "result", "", ms)
+            self._metrics.observe(
+                routed.target.model, routed.route, outcome.version, "result", "", ms
+            )
         elif isinstance(outcome, Failure):
             self._counts.failures += 1
             reason = outcome.error.reason
-            self._metrics.observe(lane.target.model, lane.name, None, "failure", reason, ms)
+            self._metrics.observe(routed.target.model, routed.route, None, "failure", reason, ms)
 
-    def _build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+    def _build(self, slot: EventSlot, now: float) -> OutputRecord:
         record: Any = slot.record
-        lane, copied = slot.context
+        routed = slot.context
         outcome = slot.outcome
         fetched = slot.fetched
         if isinstance(outcome, Success):
@@ -91,11 +92,11 @@ class Outputs:
                 "bridge_ms": (now - fetched) * 1000,
             }
             return self._records.result(
-                record, outcome, lane.name, lane.target, copied or NO_FIELDS, timings
+                record, outcome, routed.route, routed.target, routed.copied, timings
             )
         assert isinstance(outcome, Failure)  # noqa: S101 - a READY slot has an outcome
         if self._log_payloads:
             log.info(
                 "failure", offset=record.offset, reason=outcome.error.reason, value=record.value
             )
-        return self._records.failure(record, outcome, lane.name, lane.target)
+        return self._records.failure(record, outcome, routed.route, routed.target)

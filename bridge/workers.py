@@ -62,19 +62,15 @@ class Workers:
             )
             failed = 0
             versions: set[int] = set()
-            partitions = set()
             for pending, outcome in zip(batch, outcomes, strict=True):
                 slot = pending.slot
                 assert slot is not None  # noqa: S101 - main lanes always carry a slot
                 slot.dispatched = started
-                slot.resolve(outcome)
-                partitions.add(pending.tp)
+                delivery.finish(pending.tp, slot, outcome)
                 if isinstance(outcome, Failure):
                     failed += 1
                 elif outcome.version is not None:
                     versions.add(outcome.version)
-            for tp in partitions:
-                delivery.resolved(tp)
             log.info(
                 "batch",
                 size=len(batch),

@@ -23,8 +23,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from bridge.domain import Outcome
-from bridge.pipeline.ledger import PartitionLedger
+from bridge.pipeline.ledger import EventLedger
 
 log = structlog.get_logger("bridge.commits")
 
@@ -36,7 +35,7 @@ class Committer:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        ledgers: Mapping[TopicPartition, PartitionLedger[Outcome]],
+        ledgers: Mapping[TopicPartition, EventLedger],
         interval_s: float,
         timeout_s: float,
         on_rejected: Callable[[], None],

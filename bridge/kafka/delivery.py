@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bridge.domain import Outcome
 from bridge.kafka.records import OutputRecord
-from bridge.pipeline.ledger import PartitionLedger, Slot
+from bridge.pipeline.ledger import EventLedger, EventSlot, PartitionLedger
 
 log = structlog.get_logger("bridge.delivery")
 
@@ -39,15 +39,15 @@ log = structlog.get_logger("bridge.delivery")
 class OutputMaker(Protocol):
     """Makes the output record of a finished slot (``bridge.outputs.Outputs``)."""
 
-    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+    def build(self, slot: EventSlot, now: float) -> OutputRecord:
         """The record; called again for a resend (outputs are not kept once appended)."""
         ...
 
-    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+    def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         """The smallest record the event can end as, for an output the broker refused."""
         ...
 
-    def written(self, slot: Slot[Outcome], now: float) -> None:
+    def written(self, slot: EventSlot, now: float) -> None:
         """Kafka acknowledged the slot's output: count it."""
         ...
 
@@ -59,7 +59,7 @@ RESEND_BACKOFF_S = (0.1, 2.0)  # first and longest wait before a failed round is
 class _Out:
     """One output on its way: the slot it acknowledges and how it must be sent."""
 
-    slot: Slot[Outcome]
+    slot: EventSlot
     # A replacement record to send as is; None: built from the slot when it is sent, and
     # not kept after it was appended (orjson's output holds 4 KB per record).
     record: OutputRecord | None = None
@@ -70,7 +70,7 @@ class _Out:
 @dataclass(slots=True)
 class _Round:
     tp: TopicPartition
-    ledger: PartitionLedger[Outcome]
+    ledger: EventLedger
     open: int  # batches not yet answered
     failed: list[tuple[list[_Out], BaseException]] = field(default_factory=list)  # per batch
 
@@ -90,7 +90,7 @@ class Delivery:
         self._producer = producer
         self._outputs = outputs
         self._on_fatal = on_fatal
-        self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
+        self.ledgers: dict[TopicPartition, EventLedger] = {}
         self._dirty: set[TopicPartition] = set()
         self._sending: set[TopicPartition] = set()  # a round is in flight
         self._carry: dict[TopicPartition, list[_Out]] = {}  # to send first, in this order
@@ -106,7 +106,7 @@ class Delivery:
 
     # -- what the rest of the bridge asks -------------------------------------------------
 
-    def ledger(self, tp: TopicPartition) -> PartitionLedger[Outcome]:
+    def ledger(self, tp: TopicPartition) -> EventLedger:
         ledger = self.ledgers.get(tp)
         if ledger is None:
             ledger = self.ledgers[tp] = PartitionLedger()
@@ -129,8 +129,9 @@ class Delivery:
         if not holding:
             self._wake.set()
 
-    def resolved(self, tp: TopicPartition) -> None:
-        """A slot of ``tp`` got its outcome: the emitter may have work."""
+    def finish(self, tp: TopicPartition, slot: EventSlot, outcome: Outcome) -> None:
+        """The one place a slot gets its outcome; the emitter then has work for ``tp``."""
+        slot.resolve(outcome)
         self._dirty.add(tp)
         self._wake.set()
 
@@ -163,7 +164,7 @@ class Delivery:
                     await self._send_round(tp, ledger, outs, loop.time())
 
     async def _send_round(
-        self, tp: TopicPartition, ledger: PartitionLedger[Outcome], outs: list[_Out], now: float
+        self, tp: TopicPartition, ledger: EventLedger, outs: list[_Out], now: float
     ) -> None:
         """One batch per destination; what does not fit waits for the next round."""
         batches: dict[tuple[str, int], tuple[Any, list[_Out]]] = {}

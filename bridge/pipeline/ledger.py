@@ -16,7 +16,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from bridge.domain import Outcome, Routed
+
+T = TypeVar("T")  # what became of the record
+C = TypeVar("C")  # what the pipeline carries with it from consume to produce
 
 
 class SlotState(enum.IntEnum):
@@ -27,19 +30,18 @@ class SlotState(enum.IntEnum):
 
 
 @dataclass(slots=True, eq=False)
-class Slot(Generic[T]):
+class Slot(Generic[T, C]):
     """One consumed record and what became of it."""
 
     offset: int
     record: Any
+    context: C
     size: int = 0  # bytes of the input held while the slot is pending (key + value)
     outcome: T | None = None
     state: SlotState = SlotState.WAITING
     # Loop times the pipeline stamps as the record moves along (for timings).
     fetched: float = 0.0
     dispatched: float | None = None
-    # What the pipeline carries from consume to produce (e.g. copied event fields).
-    context: Any = None
 
     def resolve(self, outcome: T) -> None:
         if self.state is not SlotState.WAITING:
@@ -48,11 +50,11 @@ class Slot(Generic[T]):
         self.state = SlotState.READY
 
 
-class PartitionLedger(Generic[T]):
+class PartitionLedger(Generic[T, C]):
     """The slots of one partition, oldest first."""
 
     def __init__(self) -> None:
-        self._slots: deque[Slot[T]] = deque()
+        self._slots: deque[Slot[T, C]] = deque()
         self._next_to_send = 0  # index into _slots of the first slot not yet SENT
         self._committable: int | None = None
         self.committed: int | None = None  # last offset the group accepted, kept by the committer
@@ -63,21 +65,21 @@ class PartitionLedger(Generic[T]):
         """Slots not yet acknowledged (pending work)."""
         return len(self._slots)
 
-    def add(self, offset: int, record: Any, size: int = 0) -> Slot[T]:
+    def add(self, offset: int, record: Any, context: C, size: int = 0) -> Slot[T, C]:
         if self.last_offset is not None and offset <= self.last_offset:
             raise ValueError(f"offset {offset} is not after {self.last_offset}")
-        slot: Slot[T] = Slot(offset, record, size)
+        slot: Slot[T, C] = Slot(offset, record, context, size)
         self._slots.append(slot)
         self.bytes += size
         self.last_offset = offset
         return slot
 
-    def take_ready(self) -> list[Slot[T]]:
+    def take_ready(self) -> list[Slot[T, C]]:
         """Slots whose outcome is known and whose predecessors were all sent, in order.
 
         The caller hands them to the producer in this order; they become SENT.
         """
-        taken: list[Slot[T]] = []
+        taken: list[Slot[T, C]] = []
         slots = self._slots
         while (
             self._next_to_send < len(slots) and slots[self._next_to_send].state is SlotState.READY
@@ -88,7 +90,7 @@ class PartitionLedger(Generic[T]):
             self._next_to_send += 1
         return taken
 
-    def ack(self, slot: Slot[T]) -> None:
+    def ack(self, slot: Slot[T, C]) -> None:
         """Kafka acknowledged the slot's output record."""
         if slot.state is not SlotState.SENT:
             raise RuntimeError(f"offset {slot.offset} acknowledged in state {slot.state.name}")
@@ -104,6 +106,7 @@ class PartitionLedger(Generic[T]):
         """The offset to commit (next to read), or None if nothing finished yet."""
         return self._committable
 
-    def waiting(self) -> int:
-        """Slots whose model call has not finished."""
-        return sum(1 for slot in self._slots if slot.state is SlotState.WAITING)
+
+# The bridge's own: a slot holds an event's outcome and where the event was routed.
+EventSlot = Slot[Outcome, Routed]
+EventLedger = PartitionLedger[Outcome, Routed]

@@ -23,7 +23,9 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
+from bridge.domain import Routed, Target
 from bridge.kafka.salvage import Salvage
+from bridge.pipeline.instances import NO_FIELDS
 
 HANG = "hang"  # a commit script entry: this commit never answers
 
@@ -45,6 +47,10 @@ async def settle(steps: int = 20) -> None:
 
 
 # -- the producer ---------------------------------------------------------------------------
+
+
+# Where the fakes' events were routed: the Kafka side only carries it along.
+ROUTED = Routed("latest", Target("m"), NO_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

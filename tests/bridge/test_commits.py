@@ -9,9 +9,9 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, RequestTimedOutError
 
-from bridge.domain import Outcome, Success
+from bridge.domain import Success
 from bridge.kafka.commits import Committer
-from bridge.pipeline.ledger import PartitionLedger
+from bridge.pipeline.ledger import EventLedger, PartitionLedger
 from tests.bridge.fake_kafka import HANG, FakeConsumer
 
 P0, P1, P2 = (TopicPartition("in", partition) for partition in range(3))
@@ -22,7 +22,7 @@ TIMEOUT_S = 0.05
 class Setup:
     def __init__(self) -> None:
         self.consumer = FakeConsumer()
-        self.ledgers: dict[TopicPartition, PartitionLedger[Outcome]] = {}
+        self.ledgers: dict[TopicPartition, EventLedger] = {}
         self.rejections = 0
         self.committer = Committer(
             self.consumer,
@@ -39,7 +39,8 @@ class Setup:
         """Slots for ``offsets``, acknowledged, then ``in_flight`` more sent but not yet."""
         ledger = self.ledgers.setdefault(tp, PartitionLedger())
         slots = [
-            ledger.add(offset, None) for offset in range(offsets.start, offsets.stop + in_flight)
+            ledger.add(offset, None, None)
+            for offset in range(offsets.start, offsets.stop + in_flight)
         ]
         for slot in slots:
             slot.resolve(Success({}, 1, 1, 1.0))

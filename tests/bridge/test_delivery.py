@@ -22,8 +22,8 @@ from bridge.errors import NotJsonError
 from bridge.kafka import delivery as delivery_module
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.records import OutputRecord
-from bridge.pipeline.ledger import Slot
-from tests.bridge.fake_kafka import FakeProducer, FakeRecord, Sent, settle, until
+from bridge.pipeline.ledger import EventSlot
+from tests.bridge.fake_kafka import ROUTED, FakeProducer, FakeRecord, Sent, settle, until
 
 IN0, IN1 = TopicPartition("in", 0), TopicPartition("in", 1)
 RESULTS, FAILURES = "results", "failures"
@@ -38,7 +38,7 @@ def failed() -> Outcome:
     return Failure(NotJsonError("not JSON"), attempts=0)
 
 
-def build_output(slot: Slot[Outcome], now: float) -> OutputRecord:
+def build_output(slot: EventSlot, now: float) -> OutputRecord:
     """A result on RESULTS, a failure on FAILURES; the value names the input offset."""
     topic = RESULTS if isinstance(slot.outcome, Success) else FAILURES
     padding = slot.record.value or b""
@@ -58,13 +58,13 @@ class Harness:
     def __post_init__(self) -> None:
         self.delivery = Delivery(self.producer, self, self.fatal.append)
 
-    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+    def build(self, slot: EventSlot, now: float) -> OutputRecord:
         return build_output(slot, now)
 
-    def written(self, slot: Slot[Outcome], now: float) -> None:
+    def written(self, slot: EventSlot, now: float) -> None:
         self.written_offsets.append(slot.offset)
 
-    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+    def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         self.unwritable_calls.append(slot.offset)
         headers = [("refused", type(error).__name__.encode())]
         return OutputRecord(FAILURES, slot.record.partition, None, None, headers)
@@ -77,15 +77,14 @@ class Harness:
         *,
         size: int = 10,
         padding: bytes = b"",
-    ) -> list[Slot[Outcome]]:
+    ) -> list[EventSlot]:
         """Consumed records of ``tp`` whose outcome is known at once."""
         ledger = self.delivery.ledger(tp)
         slots = []
         for offset in offsets:
             record = FakeRecord(tp.topic, tp.partition, offset, value=padding)
-            slot = ledger.add(offset, record, size)
-            slot.resolve(outcome or ok())
-            self.delivery.resolved(tp)
+            slot = ledger.add(offset, record, ROUTED, size)
+            self.delivery.finish(tp, slot, outcome or ok())
             slots.append(slot)
         return slots
 

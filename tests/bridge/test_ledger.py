@@ -8,8 +8,8 @@ from bridge.pipeline.ledger import PartitionLedger, SlotState
 
 
 def test_outputs_leave_in_offset_order_even_when_finished_out_of_order() -> None:
-    ledger: PartitionLedger[str] = PartitionLedger()
-    slots = [ledger.add(offset, None) for offset in (10, 11, 12)]
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    slots = [ledger.add(offset, None, None) for offset in (10, 11, 12)]
     slots[2].resolve("c")
     slots[1].resolve("b")
     assert ledger.take_ready() == []  # 10 is not finished: nothing may overtake it
@@ -20,8 +20,8 @@ def test_outputs_leave_in_offset_order_even_when_finished_out_of_order() -> None
 
 
 def test_commit_never_passes_unacknowledged_work() -> None:
-    ledger: PartitionLedger[str] = PartitionLedger()
-    slots = [ledger.add(offset, None) for offset in range(5)]
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    slots = [ledger.add(offset, None, None) for offset in range(5)]
     for slot in slots:
         slot.resolve("x")
     ledger.take_ready()
@@ -41,25 +41,25 @@ def test_commit_never_passes_unacknowledged_work() -> None:
 
 
 def test_sending_continues_after_acked_slots_leave() -> None:
-    ledger: PartitionLedger[str] = PartitionLedger()
-    first = ledger.add(0, None)
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    first = ledger.add(0, None, None)
     first.resolve("a")
     (sent,) = ledger.take_ready()
     ledger.ack(sent)
-    second = ledger.add(1, None)
-    third = ledger.add(2, None)
+    second = ledger.add(1, None, None)
+    third = ledger.add(2, None, None)
     third.resolve("c")
     assert ledger.take_ready() == []
     second.resolve("b")
     assert ledger.take_ready() == [second, third]
-    assert ledger.waiting() == 0
+    assert len(ledger) == 2  # second and third are sent, not yet acknowledged
 
 
 def test_misuse_is_loud() -> None:
-    ledger: PartitionLedger[str] = PartitionLedger()
-    slot = ledger.add(5, None)
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    slot = ledger.add(5, None, None)
     with pytest.raises(ValueError, match="not after"):
-        ledger.add(5, None)
+        ledger.add(5, None, None)
     with pytest.raises(RuntimeError, match="acknowledged in state WAITING"):
         ledger.ack(slot)
     slot.resolve("a")
@@ -68,8 +68,8 @@ def test_misuse_is_loud() -> None:
 
 
 def test_an_offset_already_taken_is_refused_even_after_its_slot_left() -> None:
-    ledger: PartitionLedger[str] = PartitionLedger()
-    slot = ledger.add(5, record=None, size=30)
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    slot = ledger.add(5, None, None, size=30)
     assert ledger.bytes == 30
     slot.resolve("done")
     (sent,) = ledger.take_ready()
@@ -77,4 +77,4 @@ def test_an_offset_already_taken_is_refused_even_after_its_slot_left() -> None:
     assert len(ledger) == 0 and ledger.bytes == 0
     assert ledger.last_offset == 5
     with pytest.raises(ValueError, match="offset 5 is not after 5"):
-        ledger.add(5, record=None)
+        ledger.add(5, None, None)

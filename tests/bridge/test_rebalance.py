@@ -10,35 +10,42 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, CorruptRecordException
 
-from bridge.domain import Outcome, Success
+from bridge.domain import Success
 from bridge.kafka.commits import Committer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import GuardedFetch
 from bridge.kafka.rebalance import Rebalance
 from bridge.kafka.records import OutputRecord
 from bridge.kafka.salvage import Salvage
-from bridge.pipeline.ledger import Slot
-from tests.bridge.fake_kafka import FakeConsumer, FakeProducer, FakeRecord, FakeSalvager, settle
+from bridge.pipeline.ledger import EventSlot
+from tests.bridge.fake_kafka import (
+    ROUTED,
+    FakeConsumer,
+    FakeProducer,
+    FakeRecord,
+    FakeSalvager,
+    settle,
+)
 
 P0, P1, P2 = (TopicPartition("in", partition) for partition in range(3))
 DRAIN_S = 0.05
 OK = Success({"y": 1}, version=1, attempts=1, model_ms=1.0)
 
 
-def build_output(slot: Slot[Outcome], now: float) -> OutputRecord:
+def build_output(slot: EventSlot, now: float) -> OutputRecord:
     return OutputRecord("results", slot.record.partition, None, b"out-%d" % slot.offset, [])
 
 
 class Outputs:
     """What the delivery asks of ``bridge.outputs.Outputs``, made trivial."""
 
-    def build(self, slot: Slot[Outcome], now: float) -> OutputRecord:
+    def build(self, slot: EventSlot, now: float) -> OutputRecord:
         return build_output(slot, now)
 
-    def unwritable(self, slot: Slot[Outcome], error: BaseException) -> OutputRecord:
+    def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         return OutputRecord("failures", slot.record.partition, None, None, [])
 
-    def written(self, slot: Slot[Outcome], now: float) -> None:
+    def written(self, slot: EventSlot, now: float) -> None:
         return None
 
 
@@ -61,8 +68,8 @@ class Bridge:
             FakeSalvager([Salvage([], 0, 0)]),  # type: ignore[arg-type]
             reset_to_earliest=True,
         )
-        self.flushed: list[Slot[Outcome]] = []  # slots the flush finished
-        self.open_batch: list[Slot[Outcome]] = []  # slots in a batch not sent to the model yet
+        self.flushed: list[EventSlot] = []  # slots the flush finished
+        self.open_batch: list[EventSlot] = []  # slots in a batch not sent to the model yet
         self.rebalance = Rebalance(
             delivery=self.delivery,
             committer=self.committer,
@@ -77,21 +84,19 @@ class Bridge:
     def flush_batches(self) -> None:
         """The workers' flush: open batches go to the model; here their results come back."""
         for slot in self.open_batch:
-            slot.resolve(OK)
-            self.delivery.resolved(TopicPartition("in", slot.record.partition))
+            self.delivery.finish(TopicPartition("in", slot.record.partition), slot, OK)
             self.flushed.append(slot)
         self.open_batch.clear()
 
     def consumed(
         self, tp: TopicPartition, offsets: range, *, resolved: bool = True
-    ) -> list[Slot[Outcome]]:
+    ) -> list[EventSlot]:
         ledger = self.delivery.ledger(tp)
         slots = []
         for offset in offsets:
-            slot = ledger.add(offset, FakeRecord(tp.topic, tp.partition, offset), 10)
+            slot = ledger.add(offset, FakeRecord(tp.topic, tp.partition, offset), ROUTED, 10)
             if resolved:
-                slot.resolve(OK)
-                self.delivery.resolved(tp)
+                self.delivery.finish(tp, slot, OK)
             slots.append(slot)
         return slots
 
