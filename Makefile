@@ -48,21 +48,21 @@ serve: $(STAMP) $(MODELS) $(LOCAL_CONFIG) ## Start the local TF Serving-compatib
 	    --monitoring_config_file=serving/monitoring.config
 
 demo: $(STAMP) $(MODELS) ## Run everything end to end on one machine and print a summary
-	$(PY) -m bridge.dev.demo
+	$(PY) -m tools.demo
 
 bench: $(STAMP) $(MODELS) ## Measure the bridge beside its two limits (direct calls, pass-through)
-	$(PY) -m bridge.dev.bench
+	$(PY) -m tools.bench
 
 chaos: $(STAMP) $(MODELS) ## Long fault runs (kill -9, outages, broker stalls, churn, fuzz), one table
-	$(PY) -m bridge.dev.chaos
+	$(PY) -m tools.chaos
 
 proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
 	$(PY) proto/generate.py
 
-lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/
-	$(VENV)/bin/ruff check bridge serving tests proto
-	$(VENV)/bin/ruff format --check bridge serving tests proto
-	$(VENV)/bin/mypy bridge
+lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/ and serving/
+	$(VENV)/bin/ruff check bridge serving tests proto tools
+	$(VENV)/bin/ruff format --check bridge serving tests proto tools
+	$(VENV)/bin/mypy bridge serving
 
 clean: ## Remove the virtualenv, generated models and run output
 	rm -rf $(VENV) serving/models out

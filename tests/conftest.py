@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.dev.broker import DevBroker
+from tools.harness.broker import DevBroker
 
 EXTERNAL_KAFKA_ENV = "BRIDGE_TEST_KAFKA_BOOTSTRAP"
 

@@ -1,4 +1,7 @@
-"""Developer tooling: the dev broker launcher, the demo and the benchmarks.
+"""Developer tooling: the demo, the bench, the chaos runs, and the harness they share
+with the tests (``tools.harness``).
 
-Nothing in the service imports this package; it needs the ``dev`` extra.
+Run from the repository root (``python -m tools.demo``); it is not part of the
+installed package, and nothing in ``bridge`` or ``serving`` imports it. It needs the
+``dev`` extra.
 """

@@ -20,7 +20,7 @@ Targets are printed with PASS or MISS and never fail the run; the exit code is
 nonzero only when a run is broken (an input without exactly one output, a process
 that did not exit 0). Results go to ``out/bench/results.json``.
 
-    python -m bridge.dev.bench [--events N] [--quick]
+    python -m tools.bench [--events N] [--quick]
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from bridge.dev import report
-from bridge.dev.broker import DevBroker
-from bridge.dev.payments import payments
-from bridge.dev.report import say
-from bridge.dev.stack import REPO, BridgeProcess, ModelServer, bridge_env, create_topics
 from bridge.domain import Instance, Signature, Target
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.client import ModelClient
+from tools import report
+from tools.harness.broker import DevBroker
+from tools.harness.payments import payments
+from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics
+from tools.report import say
 
 LABEL = "stable"
 PARTITIONS = 3
@@ -78,7 +78,7 @@ class Plan:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.bench",
+        prog="python -m tools.bench",
         description="Bridge throughput/latency/RSS/start time beside direct calls and "
         "a Kafka pass-through, in one run.",
     )
@@ -308,14 +308,14 @@ class BridgeRun:
 
 
 class PassThroughProcess:
-    """``python -m bridge.dev.bench --passthrough ...``, stopped by its pid."""
+    """``python -m tools.bench --passthrough ...``, stopped by its pid."""
 
     def __init__(self, spec: str, log_path: Path) -> None:
         self.log_path = log_path
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge.dev.bench", "--passthrough", spec],
+                [sys.executable, "-m", "tools.bench", "--passthrough", spec],
                 cwd=REPO,
                 env=env,
                 stdout=log,

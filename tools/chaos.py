@@ -37,7 +37,7 @@ bridges; ``took`` its wall time.
 A row is MISS if any check failed; the reasons are printed under the table.
 Results go to ``out/chaos/summary.json``; logs to ``out/chaos/<scenario>/``.
 
-    python -m bridge.dev.chaos [--only kill9,outages,stalls,churn,fuzz] [--scale 0.05]
+    python -m tools.chaos [--only kill9,outages,stalls,churn,fuzz] [--scale 0.05]
 
 ``--scale`` multiplies event counts, fault counts and fault lengths (each with a
 floor that keeps the scenario meaningful); 0.05 runs everything in about 2 minutes,
@@ -60,11 +60,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bridge.dev import report
-from bridge.dev.broker import DevBroker
-from bridge.dev.chaos_kit import Row, Stage
-from bridge.dev.chaos_outages import OUTAGE_SETTINGS, STALL_SETTINGS, outages, stalls
-from bridge.dev.chaos_scenarios import (
+from tools import report
+from tools.chaos_kit import Row, Stage
+from tools.chaos_outages import OUTAGE_SETTINGS, STALL_SETTINGS, outages, stalls
+from tools.chaos_scenarios import (
     CHURN_SETTINGS,
     FUZZ_SETTINGS,
     KILL_SETTINGS,
@@ -72,8 +71,9 @@ from bridge.dev.chaos_scenarios import (
     fuzz,
     kill9,
 )
-from bridge.dev.report import say
-from bridge.dev.stack import REPO
+from tools.harness.broker import DevBroker
+from tools.harness.processes import REPO
+from tools.report import say
 
 Scenario = Callable[[Stage, Row], Coroutine[Any, Any, None]]
 SCENARIOS: dict[str, Scenario] = {
@@ -94,7 +94,7 @@ SETTINGS = {  # BRIDGE_... variables over the defaults, per scenario
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.chaos",
+        prog="python -m tools.chaos",
         description="Long fault runs (kill -9, model server outages, broker stalls, churn, "
         "fuzz) with one summary table.",
     )

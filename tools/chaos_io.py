@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.dev import report
-from bridge.dev.stack import REPO, BridgeProcess
+from tools import report
+from tools.harness.processes import REPO, BridgeProcess
 
-if str(REPO) not in sys.path:  # `python -m bridge.dev.chaos` run from another folder
+if str(REPO) not in sys.path:  # `python -m tools.chaos` run from another folder
     sys.path.insert(0, str(REPO))
 kafka_io: Any = importlib.import_module("tests.integration.kafka_io")
 procs: Any = importlib.import_module("tests.integration.procs")

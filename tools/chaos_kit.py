@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.dev.chaos_io import RssPeaks, clock, fuzzing, kafka_io
-from bridge.dev.stack import BridgeProcess, ModelServer, bridge_env
+from tools.chaos_io import RssPeaks, clock, fuzzing, kafka_io
+from tools.harness.processes import BridgeProcess, ModelServer, bridge_env
 
 REASON = kafka_io.BRIDGE + "reason"
 # From the fault ending to the first new output: README "resumes by itself within about

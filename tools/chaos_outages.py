@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 
-from bridge.dev.broker import DevBroker, free_port
-from bridge.dev.chaos_io import (
+from tools.chaos_io import (
     RssPeaks,
     ScenarioError,
     Seen,
@@ -34,7 +33,7 @@ from bridge.dev.chaos_io import (
     tail,
     wait_all,
 )
-from bridge.dev.chaos_kit import (
+from tools.chaos_kit import (
     MALFORMED_EVERY,
     RESUME_BOUND_S,
     STEADY_S,
@@ -52,8 +51,9 @@ from bridge.dev.chaos_kit import (
     unexplained_duplicates,
     worst,
 )
-from bridge.dev.report import say
-from bridge.dev.stack import BridgeProcess, bridge_env
+from tools.harness.broker import DevBroker, free_port
+from tools.harness.processes import BridgeProcess, bridge_env
+from tools.report import say
 
 # -- 2. model server outages -----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any
 
-from bridge.dev.chaos_io import (
+from tools.chaos_io import (
     RssPeaks,
     ScenarioError,
     Seen,
@@ -32,7 +32,7 @@ from bridge.dev.chaos_io import (
     tail,
     wait_all,
 )
-from bridge.dev.chaos_kit import (
+from tools.chaos_kit import (
     MALFORMED_EVERY,
     RATE_SLACK,
     Kill,
@@ -51,8 +51,8 @@ from bridge.dev.chaos_kit import (
     unexplained_duplicates,
     worst,
 )
-from bridge.dev.report import say
-from bridge.dev.stack import BridgeProcess
+from tools.harness.processes import BridgeProcess
+from tools.report import say
 
 # -- 1. kill -9 ------------------------------------------------------------------------------
 

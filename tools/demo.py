@@ -15,7 +15,7 @@ happened: the totals, latencies, a table per served version and per route x vers
 and keeps the logs in ``--out``. Exit 0 only if every event got exactly one record of
 the expected kind: no valid payment may fail, the label move included.
 
-    python -m bridge.dev.demo [--rate 800] [--duration 12] [--events N] [--protocol grpc|rest]
+    python -m tools.demo [--rate 800] [--duration 12] [--events N] [--protocol grpc|rest]
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ from typing import Any
 
 import orjson
 
-from bridge.dev import report
-from bridge.dev.broker import DevBroker
-from bridge.dev.chart import AbChart, VersionSeries, write_ab_chart
-from bridge.dev.payments import payments
-from bridge.dev.report import say
-from bridge.dev.stack import REPO, BridgeProcess, ModelServer, bridge_env, create_topics_sync
 from bridge.ops.errors import CommandError
 from bridge.ops.labels import LabelMove, move_label, read_models_config
 from bridge.ops.models_config import ModelsConfigError, find_model
+from tools import report
+from tools.chart import AbChart, VersionSeries, write_ab_chart
+from tools.harness.broker import DevBroker
+from tools.harness.payments import payments
+from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics_sync
+from tools.report import say
 
 TOPICS = ("payments", "payments.scored", "payments.failed")
 PARTITIONS = 3
@@ -59,7 +59,7 @@ CHART = "ab_test.png"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.demo",
+        prog="python -m tools.demo",
         description="Run broker, model server and bridge locally; score synthetic payments.",
     )
     parser.add_argument(

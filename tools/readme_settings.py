@@ -1,16 +1,15 @@
 """Rewrite the settings table in README.md from the settings themselves.
 
-``python -m bridge.dev.readme_settings`` after adding or changing a setting; a
+``python -m tools.readme_settings`` after adding or changing a setting; a
 test fails while the README misses one.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bridge.settings import describe_settings
+from tools.harness.processes import REPO
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = REPO / "README.md"
 HEADER = "| Setting | Default | Meaning |\n|---|---|---|\n"
 AFTER = "\n\nLogs are structured"
 

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bridge.dev.payments import Payment
-from bridge.dev.stack import REPO, ModelServer, local_models_config
 from bridge.kafka.records import BRIDGE, CONNECT
+from tools.harness.payments import Payment
+from tools.harness.processes import REPO, ModelServer, local_models_config
 
 MODEL = "fraud"
 SERVING = REPO / "serving"
@@ -462,7 +462,7 @@ def checkout() -> str | None:
             timeout=10,
         ).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "bridge", ":!bridge/dev"],
+            ["git", "status", "--porcelain", "--", "bridge"],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -40,7 +40,7 @@ def test_the_service_does_not_even_need_numpy() -> None:
     service = sorted(
         m.name
         for m in pkgutil.walk_packages(bridge.__path__, "bridge.")
-        if not m.name.startswith("bridge.dev") and m.name != "bridge.__main__"
+        if m.name != "bridge.__main__"
     )
     loaded = _top_level_modules_after_importing(service)
     assert "aiokafka" in loaded

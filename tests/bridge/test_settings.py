@@ -119,7 +119,7 @@ def test_run_help_and_readme_list_every_setting(capsys: pytest.CaptureFixture[st
         assert name in help_text
         assert f"[default: {default}]" in help_text
         assert f"`{name}`" in readme, (
-            f"README does not document {name}: run python -m bridge.dev.readme_settings"
+            f"README does not document {name}: run python -m tools.readme_settings"
         )
 
 

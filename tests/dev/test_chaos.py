@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import REPO
 from tests.dev.processes import left_running
+from tools.harness.processes import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ SCENARIOS = {"kill9", "outages", "stalls", "churn", "fuzz"}
 def test_chaos_small_scale_passes_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
     run = subprocess.run(
-        [sys.executable, "-m", "bridge.dev.chaos", "--scale", "0.05", "--out", str(out)],
+        [sys.executable, "-m", "tools.chaos", "--scale", "0.05", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

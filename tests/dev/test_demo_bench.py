@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.payments import payments
-from bridge.dev.stack import REPO
 from bridge.ops.labels import read_models_config
 from bridge.ops.models_config import find_model
 from tests.dev.processes import left_running
+from tools.harness.payments import payments
+from tools.harness.processes import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def _labels(models_config: Path) -> dict[str, int]:
 def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     run = _run(
-        "bridge.dev.demo",
+        "tools.demo",
         "--events",
         str(DEMO_EVENTS),
         "--rate",
@@ -128,7 +128,7 @@ def test_demo_every_event_gets_one_record(tmp_path: Path) -> None:
 @pytest.mark.timeout(900)
 def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    run = _run("bridge.dev.bench", "--quick", "--out", str(out), timeout_s=840)
+    run = _run("tools.bench", "--quick", "--out", str(out), timeout_s=840)
     assert run.returncode == 0, run.stdout + run.stderr
     for heading in ("Throughput", "Limit 1, direct", "Latency, per event", "Targets"):
         assert heading in run.stdout

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.dev.broker import BrokerStartError, DevBroker
+from tools.harness.broker import BrokerStartError, DevBroker
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_broker_dies_with_a_killed_parent() -> None:
     script = textwrap.dedent(
         """
         import signal, sys
-        from bridge.dev.broker import DevBroker
+        from tools.harness.broker import DevBroker
         broker = DevBroker().start()
         print(broker.port, broker.pid, flush=True)
         signal.pause()

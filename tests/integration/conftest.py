@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import ModelServer
 from tests.integration.procs import Bridges, demo_server
+from tools.harness.processes import ModelServer
 
 
 @pytest.fixture(scope="module")

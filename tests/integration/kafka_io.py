@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.produce import ProduceRequest
 
-from bridge.dev.payments import payments
-from bridge.dev.stack import create_topics
+from tools.harness.payments import payments
+from tools.harness.processes import create_topics
 
 Headers = tuple[tuple[str, bytes], ...]
 SourceKey = tuple[int, int]  # (input partition, input offset)
@@ -136,7 +136,7 @@ class Output:
 
 
 def payment_items(count: int, *, seed: int = 7, malformed_every: int = 0) -> list[Item]:
-    """``bridge.dev.payments`` with headers that make every input distinguishable.
+    """``tools.harness.payments`` with headers that make every input distinguishable.
 
     The ``bin`` header is not UTF-8, so a bridge that decodes headers shows up.
     """

@@ -1,6 +1,6 @@
 """Processes for the integration tests: the demo model server, bridges and their logs.
 
-``bridge.dev.stack.BridgeProcess`` runs ``python -m bridge run``; this adds a
+``tools.harness.processes.BridgeProcess`` runs ``python -m bridge run``; this adds a
 factory that stops every bridge a test started, and readers for the structured
 log lines the bridge writes (one JSON object per line, ``"event"`` names it).
 """
@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.dev.stack import DEMO_MODELS, REPO, BridgeProcess, ModelServer, local_models_config
+from tools.harness.processes import (
+    DEMO_MODELS,
+    REPO,
+    BridgeProcess,
+    ModelServer,
+    local_models_config,
+)
 
 
 def demo_server(log_dir: Path) -> ModelServer:

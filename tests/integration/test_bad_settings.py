@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from bridge.dev.stack import REPO, BridgeProcess, ModelServer, bridge_env
 from tests.integration.kafka_io import Topics, make_topics
 from tests.integration.procs import Bridges, log_events, wait_for
+from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,6 @@ import asyncio
 
 import pytest
 
-from bridge.dev.broker import DevBroker
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     GroupOffsets,
     Outputs,
@@ -33,6 +31,8 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts, wait_for
+from tools.harness.broker import DevBroker
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

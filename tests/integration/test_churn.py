@@ -10,7 +10,7 @@
   broker causes it: Tansu may form a new generation without waiting for a member
   that has not heard of the rebalance yet (Apache Kafka waits for it), so that
   member's commit is rejected and the next owner writes again what it wrote in
-  the moments before (``bridge.dev.chaos_kit.Fence``). Against an external
+  the moments before (``tools.chaos_kit.Fence``). Against an external
   cluster (``BRIDGE_TEST_KAFKA_BOOTSTRAP``) that allowance is off.
 - A SIGTERM that arrives while the group rebalances stops the bridge at once: it
   does not wait to be assigned partitions only to give them back.
@@ -24,8 +24,6 @@ import time
 
 import pytest
 
-from bridge.dev.chaos_kit import Kill, fences_in, unexplained_duplicates
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.conftest import EXTERNAL_KAFKA_ENV
 from tests.integration.kafka_io import (
     GroupOffsets,
@@ -39,6 +37,8 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, assigned, log_events, wait_for
+from tools.chaos_kit import Kill, fences_in, unexplained_duplicates
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

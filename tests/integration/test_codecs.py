@@ -14,7 +14,6 @@ import asyncio
 
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     drain_exactly_once,
     end_offsets,
@@ -24,6 +23,7 @@ from tests.integration.kafka_io import (
     produce_with_librdkafka,
 )
 from tests.integration.procs import Bridges, stopped_counts
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import asyncio
 import orjson
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     BRIDGE,
     CONNECT,
@@ -28,6 +27,7 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, stopped_counts
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

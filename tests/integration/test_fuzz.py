@@ -17,8 +17,6 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from bridge.dev.payments import payment
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     Item,
     Producer,
@@ -32,6 +30,8 @@ from tests.integration.kafka_io import (
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
 from tests.kafka_batches import Entry, build, with_header_key
+from tools.harness.payments import payment
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

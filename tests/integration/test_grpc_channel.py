@@ -18,10 +18,10 @@ import grpc.aio
 import pytest
 
 import bridge.serving.grpc_client as grpc_client
-from bridge.dev.broker import free_port
 from bridge.domain import Target
 from bridge.serving.grpc_client import GrpcModelClient
 from bridge.wire import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
+from tools.harness.broker import free_port
 
 pytestmark = pytest.mark.integration  # a real gRPC server on loopback
 

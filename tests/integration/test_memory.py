@@ -19,7 +19,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.dev.stack import BridgeProcess, ModelServer, bridge_env
 from tests.integration.kafka_io import (
     GroupOffsets,
     Item,
@@ -30,6 +29,7 @@ from tests.integration.kafka_io import (
     produce_with_librdkafka,
 )
 from tests.integration.procs import Bridges, stopped_counts
+from tools.harness.processes import BridgeProcess, ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

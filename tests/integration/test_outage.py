@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     BRIDGE,
     GroupOffsets,
@@ -34,6 +33,7 @@ from tests.integration.procs import (
     wait_for,
     written,
 )
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

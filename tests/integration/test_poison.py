@@ -18,7 +18,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     BRIDGE,
     GroupOffsets,
@@ -30,6 +29,7 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts, written
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     GroupOffsets,
     Outputs,
@@ -27,6 +26,7 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, assigned, stopped_counts, wait_for, written
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,6 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.dev.stack import BridgeProcess, ModelServer, bridge_env
 from bridge.domain import Instance, Signature, Target
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.client import ModelClient
@@ -45,6 +44,7 @@ from tests.integration.kafka_io import (
     wait_for_inputs,
 )
 from tests.integration.procs import Bridges, demo_server, log_events, wait_for, written
+from tools.harness.processes import BridgeProcess, ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

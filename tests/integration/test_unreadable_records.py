@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.dev.stack import ModelServer, bridge_env
 from tests.integration.kafka_io import (
     BRIDGE,
     Item,
@@ -34,6 +33,7 @@ from tests.integration.kafka_io import (
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
 from tests.kafka_batches import build, with_header_key
+from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration
 

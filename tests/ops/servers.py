@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.dev.stack import DEMO_MODELS, ModelServer, local_models_config
+from tools.harness.processes import DEMO_MODELS, ModelServer, local_models_config
 
 REPO = Path(__file__).resolve().parents[2]
 

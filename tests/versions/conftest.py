@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import DEMO_MODELS, ModelServer
 from tests.integration.procs import Bridges
+from tools.harness.processes import DEMO_MODELS, ModelServer
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ import grpc
 from aiokafka import AIOKafkaProducer
 from google.protobuf import text_format
 
-from bridge.dev.payments import payments
-from bridge.dev.stack import BridgeProcess, ModelServer
 from bridge.wire import (
     get_model_status_pb2,
     model_management_pb2,
@@ -43,6 +41,8 @@ from tests.integration.kafka_io import (
     Topics,
 )
 from tests.integration.procs import log_events, stopped_counts
+from tools.harness.payments import payments
+from tools.harness.processes import BridgeProcess, ModelServer
 
 MODEL = "fraud"
 STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bridge.dev.stack import BridgeProcess, bridge_env, create_topics
 from bridge.pipeline.routing import parse_assignments
 from tests.integration.kafka_io import Output, Outputs, Sent, make_topics
 from tests.integration.procs import Bridges, log_events, wait_for
@@ -37,6 +36,7 @@ from tests.versions.switching import (
     wait_for_outputs,
     write_models_config,
 )
+from tools.harness.processes import BridgeProcess, bridge_env, create_topics
 
 pytestmark = pytest.mark.integration
 

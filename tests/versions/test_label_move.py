@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import bridge_env
 from bridge.ops.labels import LabelMove, move_label
 from tests.integration.kafka_io import make_topics
 from tests.integration.procs import Bridges
@@ -43,6 +42,7 @@ from tests.versions.switching import (
     wait_until_flowing,
     write_models_config,
 )
+from tools.harness.processes import bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import bridge_env
 from tests.integration.kafka_io import make_topics
 from tests.integration.procs import Bridges
 from tests.versions.conftest import StartServer
@@ -35,6 +34,7 @@ from tests.versions.switching import (
     wait_for_states,
     wait_until_flowing,
 )
+from tools.harness.processes import bridge_env
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dev.stack import bridge_env
 from tests.integration.kafka_io import BRIDGE, CONNECT, Output, make_topics
 from tests.integration.procs import Bridges
 from tests.versions.conftest import StartServer
@@ -37,6 +36,7 @@ from tests.versions.switching import (
     wait_until_flowing,
     write_models_config,
 )
+from tools.harness.processes import bridge_env
 
 pytestmark = pytest.mark.integration
 

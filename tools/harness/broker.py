@@ -161,7 +161,7 @@ class DevBroker:
 
 
 def main() -> None:
-    """``python -m bridge.dev.broker``: run a broker in the foreground until Ctrl-C."""
+    """``python -m tools.harness.broker``: run a broker in the foreground until Ctrl-C."""
     with DevBroker(port=int(os.environ.get("BROKER_PORT", "0")) or None) as broker:
         print(f"dev broker on {broker.bootstrap_servers} (pid {broker.pid}); Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):

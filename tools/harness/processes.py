@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.dev.broker import free_port
+from tools.harness.broker import free_port
 
 HOST = "127.0.0.1"
+# tools/ is never installed, so this file is always in the checkout: tools/harness/ -> root.
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODELS = REPO / "serving" / "models"
 SERVER_START_TIMEOUT_S = 120.0  # TensorFlow's import and the first load take seconds
