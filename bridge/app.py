@@ -9,9 +9,7 @@ SIGTERM/SIGINT or a pipeline task that dies; then it closes what it opened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from typing import Any
 
 import structlog
 
@@ -19,15 +17,15 @@ from bridge.control import RoutesFollower
 from bridge.domain import Target
 from bridge.kafka.clients import make_consumer, make_producer
 from bridge.kafka.records import RecordBuilder
-from bridge.lanes import Lanes, RoutesRejectedError, initial_routes
+from bridge.lanes import Lanes, RoutesRejectedError
 from bridge.metrics import Metrics, serve_metrics
 from bridge.outputs import Counts
-from bridge.pipeline.routing import Routes
 from bridge.service import Service, bounded
 from bridge.serving.client import ModelClient
 from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
+from bridge.switching import RouteSwitch
 
 log = structlog.get_logger("bridge")
 
@@ -80,8 +78,19 @@ class Bridge:
         self.fatal: BaseException | None = None
         self.counts = Counts()
         self.metrics = Metrics()
-        self.follower: RoutesFollower | None = None  # with a control topic
-        self.service: Service | None = None  # while consuming
+        self.switch = RouteSwitch(settings, self.lanes, self.stop)
+        control = settings.topics.control
+        self.follower = (
+            RoutesFollower(
+                settings.kafka,
+                control,
+                settings.model.name,
+                settings.model.signature,
+                self.switch.on_routes,
+            )
+            if control
+            else None
+        )
 
     # -- start ---------------------------------------------------------------------------
 
@@ -137,64 +146,15 @@ class Bridge:
 
     async def _open_lanes(self) -> bool:
         """Routes from the control topic (or the settings), checked against the server."""
-        settings = self.settings
         try:
-            routes = initial_routes(settings)
-            if settings.topics.control:
-                self.follower = RoutesFollower(
-                    settings.kafka,
-                    settings.topics.control,
-                    settings.model.name,
-                    settings.model.signature,
-                    self._on_routes,
-                )
+            if self.follower is not None:
                 await self.follower.start()  # applies what the topic holds, if anything
-            if self.lanes.routes is None:
-                main, shadow = await self._prepare(routes, wait_for_models=True)
-                self.lanes.apply(routes, main, shadow)
+            await self.switch.open_settings_routes()
         except RoutesRejectedError as exc:
             raise StartupError(str(exc)) from exc
         except asyncio.CancelledError:
             return False
         return not self.stop.is_set()
-
-    async def _prepare(self, routes: Routes, *, wait_for_models: bool) -> tuple[Any, Any]:
-        """Lanes for ``routes``; while the server is down this holds (and SIGTERM ends it)."""
-        preparing = asyncio.ensure_future(
-            self.lanes.prepare(routes, wait_for_models=wait_for_models)
-        )
-        stopping = asyncio.ensure_future(self.stop.wait())
-        await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not preparing.done():
-            preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await preparing
-            raise asyncio.CancelledError
-        return preparing.result()
-
-    async def _on_routes(self, routes: Routes | None) -> None:
-        """New routes from the control topic: check them, then switch; or keep the old ones."""
-        routes = routes or initial_routes(self.settings)
-        if routes.model != self.settings.model.name:
-            return
-        if routes.shadow is not None and not self.settings.topics.shadow:
-            log.error("routes_rejected", reason="a shadow target needs BRIDGE_TOPICS__SHADOW")
-            return
-        try:
-            main, shadow = await self._prepare(routes, wait_for_models=False)
-        except RoutesRejectedError as exc:
-            log.error(  # noqa: TRY400 - an operator's mistake, not a bug: no traceback
-                "routes_rejected",
-                routes=routes.describe(),
-                reason=str(exc),
-                keeping=self.lanes.routes.describe() if self.lanes.routes else None,
-            )
-            return
-        retired = self.lanes.apply(routes, main, shadow)
-        if self.service is not None:  # before consuming, no lane holds a batch
-            for batch in retired:
-                self.service.workers.dispatch(batch)
 
     async def _serve(self) -> None:
         settings = self.settings
@@ -217,7 +177,7 @@ class Bridge:
                 settings.topics.shadow,
             )
             consumer = make_consumer(settings.kafka)
-            service = self.service = Service(
+            service = Service(
                 settings,
                 consumer,
                 producer,

@@ -82,6 +82,8 @@ class Lanes:
         self.routes: Routes | None = None
         self.main: dict[str, Lane] = {}
         self.shadow: Lane | None = None
+        # Open batches of lanes the last route change retired, until the pipeline takes them.
+        self._retired: list[list[Pending]] = []
 
     @property
     def all(self) -> list[Lane]:
@@ -151,25 +153,30 @@ class Lanes:
                     await asyncio.sleep(delay)  # up, but not ready for this target yet
                     delay = min(delay * 2, cap)
 
-    def apply(
-        self, routes: Routes, main: dict[str, Lane], shadow: Lane | None
-    ) -> list[list[Pending]]:
-        """Switch to new routes; the open batches of retired lanes are returned to be sent."""
+    def apply(self, routes: Routes, main: dict[str, Lane], shadow: Lane | None) -> None:
+        """Switch to new routes; the open batches of retired lanes go out with the next due ones."""
         retired = [lane for lane in self.all if lane not in (*main.values(), shadow)]
         self.routes, self.main, self.shadow = routes, main, shadow
-        flushed = [batch for lane in retired if (batch := lane.batcher.take_all())]
+        self._retired += [batch for lane in retired if (batch := lane.batcher.take_all())]
         log.info("routes_applied", model=routes.model, routes=routes.describe())
-        return flushed
 
     def deadline(self) -> float | None:
         deadlines = [d for lane in self.all if (d := lane.batcher.deadline()) is not None]
+        if self._retired:
+            deadlines.append(0.0)  # a retired lane's batch is due now
         return min(deadlines) if deadlines else None
 
     def take_due(self, now: float) -> list[list[Pending]]:
-        return [batch for lane in self.all if (batch := lane.batcher.take_due(now))]
+        due = [batch for lane in self.all if (batch := lane.batcher.take_due(now))]
+        return self._take_retired() + due if self._retired else due
 
     def take_all(self) -> list[list[Pending]]:
-        return [batch for lane in self.all if (batch := lane.batcher.take_all())]
+        every = [batch for lane in self.all if (batch := lane.batcher.take_all())]
+        return self._take_retired() + every if self._retired else every
+
+    def _take_retired(self) -> list[list[Pending]]:
+        retired, self._retired = self._retired, []
+        return retired
 
     async def refresh(self, lane: Lane, served_version: int) -> None:
         """The served version changed (a label moved): re-read the signature once."""
