@@ -43,7 +43,7 @@ def _metrics_path(options: ServerOptions) -> str | None:
     if not options.monitoring_config_file:
         return None
     config = model_config.read_monitoring_config(options.monitoring_config_file)
-    prometheus = config.prometheus_config  # type: ignore[attr-defined]
+    prometheus = config.prometheus_config
     if not prometheus.enable:
         return None
     return str(prometheus.path) or DEFAULT_METRICS_PATH

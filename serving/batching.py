@@ -25,13 +25,19 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import numpy as np
 
+from bridge.wire.session_bundle_config_pb2 import BatchingParameters
 from serving.errors import ServingError
 from serving.predict import Call, Version
+
+# The Int64Value fields of BatchingParameters.
+_Int64Field = Literal[
+    "max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"
+]
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,11 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
 
     @classmethod
-    def from_proto(cls, params: Any) -> BatchingOptions:
+    def from_proto(cls, params: BatchingParameters) -> BatchingOptions:
         """From a ``BatchingParameters`` message (wrapper fields read when set)."""
         defaults = cls()
 
-        def wrapped(name: str, default: int) -> int:
+        def wrapped(name: _Int64Field, default: int) -> int:
             return int(getattr(params, name).value) if params.HasField(name) else default
 
         options = cls(
