@@ -5,8 +5,9 @@ tensorflow.serving.BatchingParameters, the message of a
 --batching_parameters_file, from upstream
 tensorflow_serving/servables/tensorflow/session_bundle_config.proto. The
 bridge never sends it; the local model server (serving/) reads the sidecar's
-batching.config with it. SessionBundleConfig and the fields after 7 are left
-out, so a file using them fails to parse instead of being silently ignored.
+batching.config with it. Only fields 1-7: the local server implements none
+of the later ones, so a file naming one fails to parse rather than having
+it silently ignored. SessionBundleConfig is left out.
 """
 
 from collections import abc as _abc
