@@ -113,7 +113,7 @@ class Bridge:
             return 2
         finally:
             if metrics_server is not None:
-                metrics_server.close()
+                await metrics_server.close()
             if self.follower is not None:
                 await bounded(self.follower.stop(), "stop the control-topic reader")
             await self.health.close()

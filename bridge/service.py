@@ -117,19 +117,49 @@ class Service:
         return None
 
     def _register(self, metrics: Metrics) -> None:
-        metrics.gauges["bridge_paused"] = lambda: float(self.flow.paused)
-        metrics.gauges["bridge_model_server_up"] = lambda: float(self._health.up)
-        metrics.gauges["bridge_pending_events"] = lambda: float(self.delivery.pending())
-        metrics.gauges["bridge_pending_bytes"] = lambda: float(self.delivery.pending_bytes())
-        metrics.counters["bridge_commits_total"] = ("outcome", lambda: self.committer.outcomes)
-        metrics.counters["bridge_undecodable_batches_total"] = (
-            None,
-            lambda: {"": self.fetch.broken_batches},
+        metrics.gauge(
+            "bridge_paused",
+            "1 while the input partitions are paused.",
+            lambda: float(self.flow.paused),
         )
-        metrics.counters["bridge_resent_records_total"] = (
-            None,
-            lambda: {"": self.delivery.resends},
+        metrics.gauge(
+            "bridge_model_server_up",
+            "1 while the model server answers.",
+            lambda: float(self._health.up),
         )
+        metrics.gauge(
+            "bridge_pending_events",
+            "Events the bridge holds (BATCH__MAX_PENDING bounds them).",
+            lambda: float(self.delivery.pending()),
+        )
+        metrics.gauge(
+            "bridge_pending_bytes",
+            "Bytes of the held events' keys and values (BATCH__MAX_PENDING_BYTES bounds them).",
+            lambda: float(self.delivery.pending_bytes()),
+        )
+        metrics.counter_by(
+            "bridge_commits_total",
+            "Offset commits, by outcome (ok, failed, rejected).",
+            "outcome",
+            lambda: self.committer.outcomes,
+        )
+        metrics.counter(
+            "bridge_undecodable_batches_total",
+            "Record batches the client could not decode, turned into failure records.",
+            lambda: self.fetch.broken_batches,
+        )
+        metrics.counter(
+            "bridge_resent_records_total",
+            "Output records sent again after a broker fault.",
+            lambda: self.delivery.resends,
+        )
+        if (shadow := self.shadow) is not None:
+            metrics.counter_by(
+                "bridge_shadow_records_total",
+                "Mirrored events handed to the producer (sent), or dropped: shadow queue full.",
+                "outcome",
+                lambda: {"sent": shadow.sent, "dropped": shadow.dropped},
+            )
 
     async def run(
         self,
