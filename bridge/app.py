@@ -27,7 +27,7 @@ from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
 from bridge.switching import RouteSwitch
 
-log = structlog.get_logger("bridge")
+log = structlog.get_logger(__name__)
 
 
 class StartupError(Exception):

@@ -18,7 +18,7 @@ from bridge.intake import Dispatch, Intake
 from bridge.kafka.fetch import Fetched, GuardedFetch
 from bridge.lanes import Lanes
 
-log = structlog.get_logger("bridge.consume")
+log = structlog.get_logger(__name__)
 
 IDLE_POLL_MS = 200  # longest a poll waits when no batch is open (bounds stop latency)
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from typing import Protocol
 import structlog
 from aiokafka import TopicPartition
 
-log = structlog.get_logger("bridge.flow")
+log = structlog.get_logger(__name__)
 
 STALL_PAUSE_S = 1.0  # full for this long: pause the partitions
 FULL_WAIT_S = 0.05  # longest wait for progress while full

@@ -24,7 +24,7 @@ from bridge.outputs import Counts
 from bridge.pipeline.instances import NO_FIELDS, parse_event
 from bridge.pipeline.ledger import EventSlot
 
-log = structlog.get_logger("bridge.intake")
+log = structlog.get_logger(__name__)
 
 Dispatch = Callable[[list[Pending]], None]
 

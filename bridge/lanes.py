@@ -24,7 +24,7 @@ from bridge.pipeline.routing import Route, Routes, build_routes
 from bridge.serving.client import ModelClient
 from bridge.settings import Settings
 
-log = structlog.get_logger("bridge.lanes")
+log = structlog.get_logger(__name__)
 
 
 class RoutesRejectedError(Exception):

@@ -21,7 +21,7 @@ from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.metrics import Metrics
 from bridge.pipeline.ledger import EventSlot
 
-log = structlog.get_logger("bridge.outputs")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)

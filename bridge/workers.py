@@ -20,7 +20,7 @@ from bridge.lanes import Lanes, Pending
 from bridge.serving.predictor import Predictor
 from bridge.shadow import ShadowMirror
 
-log = structlog.get_logger("bridge.workers")
+log = structlog.get_logger(__name__)
 
 
 class Workers:

@@ -25,7 +25,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from bridge.pipeline.ledger import EventLedger
 
-log = structlog.get_logger("bridge.commits")
+log = structlog.get_logger(__name__)
 
 OVERDUE_INTERVALS = 2
 _EVENTS = {"failed": "commit_failed", "rejected": "commit_rejected"}

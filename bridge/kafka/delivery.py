@@ -33,7 +33,7 @@ from bridge.domain import Outcome
 from bridge.kafka.records import OutputRecord
 from bridge.pipeline.ledger import EventLedger, EventSlot, PartitionLedger
 
-log = structlog.get_logger("bridge.delivery")
+log = structlog.get_logger(__name__)
 
 
 class OutputMaker(Protocol):

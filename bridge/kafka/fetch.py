@@ -37,7 +37,7 @@ from aiokafka.errors import (
 from bridge.errors import UndecodableBatchError
 from bridge.kafka.salvage import Salvage, SalvagedRecord, Salvager
 
-log = structlog.get_logger("bridge.fetch")
+log = structlog.get_logger(__name__)
 
 CAREFUL_S = 5.0  # how long partitions are fetched one by one after a failed fetch
 CAREFUL_WAIT_MS = 20  # per partition, while careful

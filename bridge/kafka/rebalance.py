@@ -19,7 +19,7 @@ from bridge.kafka.commits import Committer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import GuardedFetch
 
-log = structlog.get_logger("bridge.rebalance")
+log = structlog.get_logger(__name__)
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -34,9 +34,6 @@ class ServerHealth:
     def up(self) -> bool:
         return self._up.is_set()
 
-    async def wait_up(self) -> None:
-        await self._up.wait()
-
     async def hold_if_down(self) -> bool:
         """Probe once (or join an outage in progress); wait while down. True if it was down."""
         if self.up and await self._safe_probe():

@@ -8,13 +8,21 @@ halves until only they fail.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
 
 from bridge.domain import Failure, Instance, Outcome, Prediction, Signature, Success, Target
 from bridge.errors import (
@@ -41,39 +49,48 @@ class RetryPolicy:
     # this long (not counted in max_attempts), then its events fail.
     not_found_timeout_s: float = 30.0
 
-    def backoff(self, counted: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(n-1))]."""
-        ceiling = min(
-            self.max_backoff_s, self.initial_backoff_s * 2 ** min(max(counted - 1, 0), 30)
-        )
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
+    def wait(self) -> wait_base:
+        """Full jitter: uniform in [0, min(max, initial * 2**(n-1))] before attempt n+1."""
+        return wait_random_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
 
 
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, ModelCallError) and exc.retriable
+def _counted(exc: BaseException) -> bool:
+    """Retried against ``max_attempts``: retriable, except a target the server lacks."""
+    return (
+        isinstance(exc, ModelCallError)
+        and exc.retriable
+        and not isinstance(exc, ModelNotFoundError)
+    )
 
 
-class _CallState:
-    """Per call: attempts that count, and when the first and last were made."""
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.debug("retrying", attempt=state.attempt_number, error=str(error))
 
-    __slots__ = ("counted", "first_ms", "last_ms", "made", "not_found_since", "outage")
+
+class _Calls:
+    """The calls one batch made (attempts or not), for its failure records."""
+
+    __slots__ = ("first_ms", "last_ms", "made")
 
     def __init__(self) -> None:
-        self.counted = 0
         self.made = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
-        self.outage = False
-        self.not_found_since: float | None = None  # monotonic time of the first NOT_FOUND
+
+    def one_more(self) -> None:
+        self.made += 1
+        self.last_ms = int(time.time() * 1000)
+        self.first_ms = self.first_ms or self.last_ms
 
 
 class CallFailedError(Exception):
-    """Carries the final error with the attempt bookkeeping."""
+    """Carries the final error with the calls made."""
 
-    def __init__(self, error: BridgeError, state: _CallState) -> None:
+    def __init__(self, error: BridgeError, calls: _Calls) -> None:
         super().__init__(error.message)
         self.error = error
-        self.state = state
+        self.calls = calls
 
 
 class Predictor:
@@ -88,7 +105,7 @@ class Predictor:
     ) -> list[Outcome]:
         started = time.perf_counter()
         try:
-            prediction, state = await self._call(target, signature, instances)
+            prediction, calls = await self._call(target, signature, instances)
         except CallFailedError as failed:
             if isinstance(failed.error, RejectedInputError) and len(instances) > 1:
                 # The data is at fault somewhere in the batch: halve until it is found.
@@ -96,9 +113,9 @@ class Predictor:
                     "batch_rejected_splitting", size=len(instances), error=failed.error.message
                 )
                 return await self._split(target, signature, instances)
-            state = failed.state
+            calls = failed.calls
             return [
-                Failure(failed.error, state.made, state.first_ms, state.last_ms) for _ in instances
+                Failure(failed.error, calls.made, calls.first_ms, calls.last_ms) for _ in instances
             ]
         except Exception as exc:  # a bug met by one batch must not stop the bridge
             if len(instances) > 1:
@@ -109,7 +126,7 @@ class Predictor:
             return [Failure(InternalError.wrapping(exc), attempts=1)]
         model_ms = (time.perf_counter() - started) * 1000
         return [
-            Success(outputs, prediction.version, state.made, model_ms)
+            Success(outputs, prediction.version, calls.made, model_ms)
             for outputs in prediction.outputs
         ]
 
@@ -122,51 +139,65 @@ class Predictor:
 
     async def _call(
         self, target: Target, signature: Signature, instances: Sequence[Instance]
-    ) -> tuple[Prediction, _CallState]:
-        state = _CallState()
+    ) -> tuple[Prediction, _Calls]:
+        """Tenacity owns the attempts and the waits between them.
+
+        Three kinds of retry, nested: attempts counted against ``max_attempts`` (a busy
+        or failing server); inside each, a target the server lacks, retried for
+        ``not_found_timeout_s``; inside that, calls through outages, which are never
+        attempts (the prober waited already, so the call is made again at once).
+        """
+        calls = _Calls()
         policy = self._policy
-
-        def stop(_: RetryCallState) -> bool:
-            if state.not_found_since is not None:
-                if target in self._gone:
-                    return True  # already waited out once: fail at once until it is back
-                return time.monotonic() - state.not_found_since >= policy.not_found_timeout_s
-            return state.counted >= policy.max_attempts
-
-        def wait(_: RetryCallState) -> float:
-            # After an outage the prober already waited; retry at once.
-            if state.outage:
-                return 0.0
-            return policy.backoff(state.made if state.not_found_since else state.counted)
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_retriable), stop=stop, wait=wait, reraise=True
+        attempts = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=policy.wait(),
+            retry=retry_if_exception(_counted),
+            before_sleep=_log_retry,
+            reraise=True,
         )
         try:
-            async for attempt in retrying:
+            async for attempt in attempts:
                 with attempt:
-                    state.made += 1
-                    state.last_ms = int(time.time() * 1000)
-                    state.first_ms = state.first_ms or state.last_ms
-                    try:
-                        prediction = await self._client.predict(target, signature, instances)
-                    except ModelCallError as exc:
-                        state.outage = exc.retriable and await self._health.hold_if_down()
-                        if isinstance(exc, ModelNotFoundError) and not state.outage:
-                            state.not_found_since = state.not_found_since or time.monotonic()
-                        elif not state.outage:
-                            state.not_found_since = None
-                            state.counted += 1
-                        if exc.retriable and not stop(attempt.retry_state):
-                            log.debug("retrying", target=str(target), error=exc.message)
-                        raise
+                    prediction = await self._until_found(target, signature, instances, calls)
                     self._gone.pop(target, None)
-                    return prediction, state
+                    return prediction, calls
         except ModelCallError as exc:
-            if isinstance(exc, ModelNotFoundError) and target not in self._gone:
-                # The target stayed missing for the whole bound: later batches for it
-                # fail without the wait, until a call to it succeeds again.
-                self._gone[target] = time.monotonic()
-                log.warning("target_gone", target=str(target), error=exc.message)
-            raise CallFailedError(exc, state) from exc
+            raise CallFailedError(exc, calls) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
+
+    async def _until_found(
+        self, target: Target, signature: Signature, instances: Sequence[Instance], calls: _Calls
+    ) -> Prediction:
+        if target in self._gone:  # waited out once already: fail at once until it is back
+            return await self._through_outages(target, signature, instances, calls)
+        policy = self._policy
+        waiting = AsyncRetrying(
+            stop=stop_after_delay(policy.not_found_timeout_s),
+            wait=policy.wait(),
+            retry=retry_if_exception_type(ModelNotFoundError),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in waiting:
+                with attempt:
+                    return await self._through_outages(target, signature, instances, calls)
+        except ModelNotFoundError as exc:
+            # The target stayed missing for the whole bound: later batches for it fail
+            # without the wait, until a call to it succeeds again.
+            self._gone[target] = time.monotonic()
+            log.warning("target_gone", target=str(target), error=exc.message)
+            raise
+        raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
+
+    async def _through_outages(
+        self, target: Target, signature: Signature, instances: Sequence[Instance], calls: _Calls
+    ) -> Prediction:
+        while True:
+            calls.one_more()
+            try:
+                return await self._client.predict(target, signature, instances)
+            except ModelCallError as exc:
+                if not (exc.retriable and await self._health.hold_if_down()):
+                    raise
