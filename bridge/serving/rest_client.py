@@ -35,12 +35,20 @@ from bridge.serving.tensors import nest
 
 
 class RestModelClient:
-    def __init__(self, base_url: str, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        connect_timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport``: httpx's own by default; tests pass an ``httpx.MockTransport``."""
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             # A sidecar on loopback: keep a few connections warm for requests in flight.
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            transport=transport,
         )
 
     async def predict(
