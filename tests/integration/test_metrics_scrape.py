@@ -19,7 +19,6 @@ from prometheus_client.samples import Sample
 from tests.integration.procs import Bridges
 from tools.harness.broker import free_port
 from tools.harness.kafka_io import (
-    BRIDGE,
     GroupOffsets,
     Outputs,
     Producer,
@@ -32,6 +31,7 @@ from tools.harness.processes import ModelServer, bridge_env, create_topics
 pytestmark = pytest.mark.integration
 
 N = 60
+REASON = "__bridge.errors.reason"  # the failure header that names why (README, Records)
 
 
 async def scrape(port: int) -> list[Sample]:
@@ -90,7 +90,7 @@ async def test_metrics_match_the_records_written(
         await asyncio.sleep(0.2)
 
     results = [r for r in records if r.kind == "result"]
-    reasons = Counter(r.header(BRIDGE + "reason") for r in records if r.kind == "failure")
+    reasons = Counter(r.header(REASON) for r in records if r.kind == "failure")
     route = {"model": "fraud", "route": "stable"}
     assert total(samples, "bridge_records_total", **route) == len(records) == len(sent)
     assert total(samples, "bridge_records_total", outcome="result", version="1") == len(results)
