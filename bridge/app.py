@@ -15,8 +15,9 @@ import structlog
 
 from bridge.control import RoutesFollower
 from bridge.domain import Target
-from bridge.kafka.clients import make_consumer, make_producer
+from bridge.kafka.clients import make_consumer, make_producer, make_raw_client
 from bridge.kafka.records import RecordBuilder
+from bridge.kafka.salvage import Salvager
 from bridge.lanes import Lanes, RoutesRejectedError
 from bridge.metrics import Metrics, serve_metrics
 from bridge.outputs import Counts
@@ -177,10 +178,13 @@ class Bridge:
                 settings.topics.shadow,
             )
             consumer = make_consumer(settings.kafka)
+            # The salvage path's own protocol client: raw fetches of what aiokafka cannot read.
+            salvager = Salvager(make_raw_client(settings.kafka), settings.kafka.fetch_max_bytes)
             service = Service(
                 settings,
                 consumer,
                 producer,
+                salvager,
                 records,
                 self.client,
                 self.predictor,
@@ -200,6 +204,7 @@ class Bridge:
                 extra = [self.follower.run()] if self.follower is not None else []
                 await service.run(self.stop, self._task_ended, extra)
             finally:
+                await bounded(salvager.close(), "close the salvage client")
                 await bounded(consumer.stop(), "leave the group")
         finally:
             await bounded(producer.stop(), "close the producer")

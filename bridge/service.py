@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bridge.consume import consume
 from bridge.flow import FlowControl
 from bridge.intake import Intake
-from bridge.kafka.clients import make_raw_client
 from bridge.kafka.commits import Committer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import GuardedFetch
@@ -56,6 +55,7 @@ class Service:
         settings: Settings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
+        salvager: Salvager,
         records: RecordBuilder,
         client: ModelClient,
         predictor: Predictor,
@@ -78,7 +78,7 @@ class Service:
             else None
         )
         self.workers = Workers(predictor, self.delivery, lanes, self.shadow)
-        self.salvager = Salvager(make_raw_client(kafka), kafka.fetch_max_bytes)
+        self.salvager = salvager
         self.fetch = GuardedFetch(
             consumer, self.salvager, reset_to_earliest=kafka.auto_offset_reset == "earliest"
         )
@@ -206,7 +206,6 @@ class Service:
         emitter.cancel()
         await asyncio.gather(emitter, return_exceptions=True)
         committed = await self._final_commit()
-        await bounded(self.salvager.close(), "close the salvage client")
         counts = self._counts
         log.info(
             "stopped",

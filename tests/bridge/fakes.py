@@ -17,9 +17,14 @@ def echo_amounts(instances: Sequence[Instance]) -> Prediction:
 
 class FakeModelClient:
     def __init__(
-        self, behaviour: Behaviour = echo_amounts, ready: bool = True, up_after_probes: int = 0
+        self,
+        behaviour: Behaviour = echo_amounts,
+        ready: bool = True,
+        up_after_probes: int = 0,
+        signature: Signature | None = None,
     ) -> None:
         self.behaviour = behaviour
+        self.signature = signature  # what GetModelMetadata answers, if asked
         self.ready = ready
         self.up_after_probes = up_after_probes  # >0: down until that many probes were made
         self.calls: list[int] = []  # batch size of each predict call
@@ -35,7 +40,9 @@ class FakeModelClient:
         return outcome
 
     async def get_signature(self, target: Target) -> Signature:
-        raise NotImplementedError
+        if self.signature is None:
+            raise NotImplementedError("this test's client has no signature")
+        return self.signature
 
     async def is_ready(self, target: Target) -> bool:
         self.probes += 1
