@@ -19,7 +19,7 @@ from bridge.errors import BridgeError, EventError, InternalError
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import Fetched
 from bridge.kafka.salvage import SalvagedRecord
-from bridge.lanes import Lanes, Pending
+from bridge.lanes import Lane, Lanes, Pending
 from bridge.outputs import Counts
 from bridge.pipeline.instances import NO_FIELDS, parse_event
 from bridge.pipeline.ledger import EventSlot
@@ -50,16 +50,15 @@ class Intake:
         for tp, salvaged in fetched.salvaged.items():
             for record in salvaged:
                 if record.problem is not None:
-                    self._take_unreadable(tp, record, now)
+                    self._take_unreadable(tp, record, record.problem, now)
                 else:
                     self._take(tp, [record], now)
 
     def _take(self, tp: TopicPartition, records: Sequence[Any], now: float) -> None:
         lanes = self._lanes
-        routes = lanes.routes
-        assert routes is not None  # noqa: S101 - applied before consuming
+        routes = lanes.current
         only = lanes.lane_for(routes.only) if routes.only is not None else None
-        shadowing = lanes.shadow is not None and routes.shadow is not None
+        shadow = lanes.shadow if routes.shadow is not None else None
         ledger = self._delivery.ledger(tp)
         if records and ledger.last_offset is not None and records[0].offset <= ledger.last_offset:
             records = self._skip_taken(tp, records, ledger.last_offset)
@@ -96,8 +95,8 @@ class Intake:
                 Pending(tp, slot, instance, lane, record), instance.shape_key, now
             ):
                 self._dispatch(batch)
-            if shadowing and routes.shadowed(key, (record.topic, record.partition, record.offset)):
-                self._mirror(event, record, tp, now)
+            if shadow and routes.shadowed(key, (record.topic, record.partition, record.offset)):
+                self._mirror(shadow, event, record, tp, now)
 
     @staticmethod
     def _skip_taken(tp: TopicPartition, records: Sequence[Any], last: int) -> Sequence[Any]:
@@ -111,12 +110,12 @@ class Intake:
         )
         return fresh
 
-    def _take_unreadable(self, tp: TopicPartition, record: SalvagedRecord, now: float) -> None:
+    def _take_unreadable(
+        self, tp: TopicPartition, record: SalvagedRecord, problem: BridgeError, now: float
+    ) -> None:
         """A record (or a range of offsets) the client could not decode: one failure."""
-        assert record.problem is not None  # noqa: S101 - the caller checked
         lanes = self._lanes
-        routes = lanes.routes
-        assert routes is not None  # noqa: S101 - applied before consuming
+        routes = lanes.current
         lane = lanes.lane_for(
             routes.choose(record.key, (record.topic, record.partition, record.offset))
         )
@@ -130,15 +129,15 @@ class Intake:
         )
         slot.fetched = now
         self._counts.events += 1
-        self._fail(tp, slot, record.problem)
+        self._fail(tp, slot, problem)
 
     def _fail(self, tp: TopicPartition, slot: EventSlot, error: BridgeError) -> None:
         self._delivery.finish(tp, slot, Failure(error, attempts=0))
 
-    def _mirror(self, event: dict[str, Any], record: Any, tp: TopicPartition, now: float) -> None:
+    def _mirror(
+        self, lane: Lane, event: dict[str, Any], record: Any, tp: TopicPartition, now: float
+    ) -> None:
         """Shadow traffic: best effort, and it never touches the main record."""
-        lane = self._lanes.shadow
-        assert lane is not None  # noqa: S101 - checked by the caller
         try:
             instance = lane.builder.build(event)
         except Exception:  # noqa: BLE001 - the shadow cannot take it; the main record is unaffected

@@ -86,6 +86,13 @@ class Lanes:
         self._retired: list[list[Pending]] = []
 
     @property
+    def current(self) -> Routes:
+        """The routes in force; the consume loop starts only once there are some."""
+        if self.routes is None:
+            raise RuntimeError("no routes applied yet: events cannot be routed")
+        return self.routes
+
+    @property
     def all(self) -> list[Lane]:
         return [*self.main.values(), *([self.shadow] if self.shadow else [])]
 
