@@ -46,10 +46,12 @@ import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from bridge.domain import Instance, Signature, Target
+from bridge.ops.output import table
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.client import ModelClient
 from tools import report
 from tools.harness.broker import DevBroker
+from tools.harness.outputs import Output, Outputs, SourceKey
 from tools.harness.payments import payments
 from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics
 from tools.report import say
@@ -421,23 +423,23 @@ class Bench:
         await create_topics(self.bootstrap, topics, PARTITIONS)
         kafka = report.producer(self.bootstrap, linger_ms=0)
         await kafka.start()
-        reader: report.OutputReader | None = None
+        reader: Outputs | None = None
         process: Process | None = None
         try:
             sent = await report.produce(kafka, topics[0], payments(count, seed=11))
-            reader = await report.OutputReader(self.bootstrap, topics[1], topics[2]).start()
+            reader = (await report.reader(self.bootstrap, topics[1], topics[2]).start()).follow()
             process, started = self._spawn(name, kind, topics, size)
             first = await self._wait(process, reader, count, started)
             after = self._cpu(process.pid)
-            backlog = list(reader.outputs)
-            paced: dict[report.SourceKey, report.Sent] = {}
+            backlog = list(reader.records)
+            paced: dict[SourceKey, report.Sent] = {}
             if plan.paced and (size == 1 or kind == "pass-through"):
                 say(f"  latency: {plan.paced} events at {plan.rate:g}/s ...")
                 paced = await report.produce(
                     kafka, topics[0], payments(plan.paced, seed=12), rate=plan.rate
                 )
                 await self._wait(process, reader, count + plan.paced, started)
-            slow: dict[report.SourceKey, report.Sent] = {}
+            slow: dict[SourceKey, report.Sent] = {}
             if plan.slow_paced and size == 1 and kind != "pass-through":
                 say(f"  latency: {plan.slow_paced} events at {plan.slow_rate:g}/s ...")
                 slow = await report.produce(
@@ -456,13 +458,13 @@ class Bench:
         row = self._row(name, kind, size, sent, backlog, started, first, after, process.log_path)
         row["peak_rss_mb"] = None if rss is None else round(rss, 1)
         row["exit_code"] = exit_code
-        accounting = report.account(sent | paced | slow, reader.outputs)
+        accounting = report.account(sent | paced | slow, reader.records)
         row["accounted"] = accounting.ok
         row["accounting_problems"] = accounting.problems()
         if paced:
-            row["latency"] = self._latency(paced, reader.outputs, plan.rate)
+            row["latency"] = self._latency(paced, reader.records, plan.rate)
         if slow:
-            row["latency_slow"] = self._latency(slow, reader.outputs, plan.slow_rate)
+            row["latency_slow"] = self._latency(slow, reader.records, plan.slow_rate)
         say(
             f"  {row['events_per_s'] or 0:,.0f} events/s, peak RSS {row['peak_rss_mb']} MB, "
             f"start -> consuming {report.ms(row['start_s'].get('consuming'), 2)} s, "
@@ -471,7 +473,7 @@ class Bench:
         return row
 
     async def _wait(
-        self, process: Process, reader: report.OutputReader, count: int, started: float
+        self, process: Process, reader: Outputs, count: int, started: float
     ) -> Snapshot:
         """Until ``count`` outputs were read; the CPU snapshot taken at the first output."""
         deadline = time.monotonic() + self.plan.timeout_s
@@ -500,8 +502,8 @@ class Bench:
         name: str,
         kind: str,
         size: int,
-        sent: dict[report.SourceKey, report.Sent],
-        outputs: list[report.Output],
+        sent: dict[SourceKey, report.Sent],
+        outputs: list[Output],
         started: float,
         first: Snapshot,
         after: Snapshot,
@@ -549,8 +551,8 @@ class Bench:
 
     def _latency(
         self,
-        paced: dict[report.SourceKey, report.Sent],
-        outputs: list[report.Output],
+        paced: dict[SourceKey, report.Sent],
+        outputs: list[Output],
         rate: float,
     ) -> dict[str, Any]:
         mine = [o for o in outputs if o.source in paced and o.kind == "result"]
@@ -559,7 +561,7 @@ class Bench:
             created = paced[o.source].timestamp_ms
             read = o.read_at * 1000
             e2e.append(read - created)
-            kafka_out.append(read - o.written_ms)
+            kafka_out.append(read - o.timestamp_ms)
             if o.timings:
                 bridge_ms = o.timings.get("bridge_ms", 0.0)
                 model_ms = o.timings.get("model_ms", 0.0)
@@ -568,9 +570,9 @@ class Bench:
                 queued.append(o.timings.get("queued_ms", 0.0))
                 overhead.append(bridge_ms - model_ms)
                 own.append(bridge_ms - model_ms - o.timings.get("queued_ms", 0.0))
-                kafka_in.append(o.written_ms - bridge_ms - created)
+                kafka_in.append(o.timestamp_ms - bridge_ms - created)
             else:
-                kafka_in.append(o.written_ms - created)  # pass-through: hop in + the loop
+                kafka_in.append(o.timestamp_ms - created)  # pass-through: hop in + the loop
         d = report.distribution
         return {
             "count": len(mine),
@@ -982,7 +984,7 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
             ]
         )
     say(
-        report.table(
+        table(
             [
                 "row",
                 "N",
@@ -1002,6 +1004,8 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
                 "exit",
             ],
             rows,
+            align="l" + "r" * 15,
+            rule=True,
         )
     )
     say(
@@ -1040,7 +1044,8 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
                     report.ms(paced["call_ms"]["p99"], 2),
                 ]
             )
-    say(report.table(["limit", "instances", "instances/s", "call p50 ms", "call p99 ms"], rows))
+    headers = ["limit", "instances", "instances/s", "call p50 ms", "call p99 ms"]
+    say(table(headers, rows, align="lrrrr", rule=True))
     say()
     say(
         "Latency, per event, paced after the throughput run "
@@ -1073,7 +1078,7 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
                     + [report.ms(dist[q], 2) for q in ("p50", "p95", "p99", "max")]
                     + [dist["count"]]
                 )
-    say(report.table(["", "p50", "p95", "p99", "max", "n"], rows))
+    say(table(["", "p50", "p95", "p99", "max", "n"], rows, align="lrrrrr", rule=True))
     say()
     say("Targets")
     rows = [
@@ -1086,7 +1091,7 @@ def print_results(results: dict[str, Any], plan: Plan) -> None:
         ]
         for t in results["targets"]
     ]
-    say(report.table(["target", "measured", "goal", "", "detail"], rows, align="lrrll"))
+    say(table(["target", "measured", "goal", "", "detail"], rows, align="lrrll", rule=True))
     say()
     used = {t["definition"] for t in results["targets"]}
     for key, text in DEFINITIONS.items():

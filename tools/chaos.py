@@ -60,6 +60,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bridge.ops.output import table
 from tools import report
 from tools.chaos_kit import Row, Stage
 from tools.chaos_outages import OUTAGE_SETTINGS, STALL_SETTINGS, outages, stalls
@@ -287,7 +288,7 @@ def print_table(rows: Sequence[Row], wall_s: float) -> None:
         )
     say()
     say(f"Chaos summary ({wall_s / 60:.1f} min)")
-    say(report.table(headers, lines, align="lrrrrrrrl"))
+    say(table(headers, lines, align="lrrrrrrrl", rule=True))
     for row in rows:
         for problem in row.problems:
             say(f"  MISS {row.scenario}: {problem[:600]}")

@@ -1,35 +1,24 @@
-"""The plumbing of the ``make chaos`` scenarios: the integration tests' Kafka and process
-helpers, streams, polling, waiting, and the bridges' processes and peak RSS.
+"""The plumbing of the ``make chaos`` scenarios: streams, polling, waiting, and the
+bridges' processes and peak RSS.
 
-The Kafka and process helpers are the integration tests' own
-(``tests/integration/kafka_io.py``, ``procs.py``, ``test_fuzz.py``), so a long run
-checks exactly what the short CI runs check. They are imported by name at run time:
-a plain ``import`` would make ``mypy bridge`` follow them into ``tests/``, which is not
-held to ``--strict``, and ``mypy bridge`` must stay clean. The price is that they are
-typed ``Any`` here.
+The Kafka and process helpers underneath are the harness's (``tools.harness``), the
+same the integration tests use, so a long run checks exactly what the short CI runs
+check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from tools import report
-from tools.harness.processes import REPO, BridgeProcess
-
-if str(REPO) not in sys.path:  # `python -m tools.chaos` run from another folder
-    sys.path.insert(0, str(REPO))
-kafka_io: Any = importlib.import_module("tests.integration.kafka_io")
-procs: Any = importlib.import_module("tests.integration.procs")
-fuzzing: Any = importlib.import_module("tests.integration.test_fuzz")
-kafka_batches: Any = importlib.import_module("tests.kafka_batches")
+from tools.harness.kafka_io import GroupOffsets, Item, Producer, Sent, end_offsets
+from tools.harness.outputs import Outputs
+from tools.harness.processes import BridgeProcess, Bridges
 
 
 class ScenarioError(Exception):
@@ -54,8 +43,8 @@ class RssPeaks:
                 name = bridge.log_path.stem
                 self.by_log[name] = max(self.by_log.get(name, 0.0), round(peak, 1))
 
-    async def watch(self, bridges: Any, every_s: float = 0.5) -> None:
-        """Sample ``bridges.started`` (a procs.Bridges) until cancelled."""
+    async def watch(self, bridges: Bridges, every_s: float = 0.5) -> None:
+        """Sample ``bridges.started`` until cancelled."""
         while True:
             self.sample(bridges.started)
             await asyncio.sleep(every_s)
@@ -66,9 +55,9 @@ class RssPeaks:
 
 
 @contextlib.asynccontextmanager
-async def bridge_pool(folder: Path, rss: RssPeaks) -> Any:
-    """A procs.Bridges whose every process is sampled for RSS and stopped at the end."""
-    bridges = procs.Bridges(folder)
+async def bridge_pool(folder: Path, rss: RssPeaks) -> AsyncIterator[Bridges]:
+    """Bridges whose every process is sampled for RSS and stopped at the end."""
+    bridges = Bridges(folder)
     watcher = asyncio.create_task(rss.watch(bridges), name="rss")
     try:
         yield bridges
@@ -101,8 +90,8 @@ def tail(*bridges: BridgeProcess) -> Callable[[], str]:
 class Stream:
     """Produce items at ``rate`` per second in chunks, until they run out or ``finish``."""
 
-    def __init__(self, producer: Any, topic: str, items: Sequence[Any], rate: float) -> None:
-        self.producer = producer  # a kafka_io.Producer; .sent grows as chunks are acked
+    def __init__(self, producer: Producer, topic: str, items: Sequence[Item], rate: float) -> None:
+        self.producer = producer  # .sent grows as chunks are acked
         self.topic = topic
         self.items = items
         self.rate = rate
@@ -124,7 +113,7 @@ class Stream:
             await asyncio.sleep(max(0.0, started + (first + chunk) / self.rate - loop.time()))
 
     @property
-    def sent(self) -> list[Any]:
+    def sent(self) -> list[Sent]:
         return list(self.producer.sent)
 
     @property
@@ -136,14 +125,14 @@ class Stream:
         if self._task is not None and self._task.done() and not self._task.cancelled():
             self._task.result()
 
-    async def finish(self) -> list[Any]:
+    async def finish(self) -> list[Sent]:
         """Stop producing (or wait for the last item); what was produced."""
         self._stop.set()
         if self._task is not None:
             await self._task
         return self.sent
 
-    async def wait(self) -> list[Any]:
+    async def wait(self) -> list[Sent]:
         """Until every item is produced."""
         if self._task is not None:
             await self._task
@@ -153,7 +142,7 @@ class Stream:
 class Seen:
     """Inputs with at least one record so far, kept up to date as ``out.records`` grows."""
 
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Outputs) -> None:
         self.out = out
         self._read = 0
         self.sources: set[tuple[int, int]] = set()
@@ -172,7 +161,7 @@ def reached(seen: Seen, inputs: int, records: int = 0) -> Callable[[], bool]:
 
 
 async def poll_until(
-    outputs: Sequence[Any],
+    outputs: Sequence[Outputs],
     done: Callable[[], bool],
     what: str,
     timeout_s: float,
@@ -189,13 +178,15 @@ async def poll_until(
             await out.poll(timeout_ms=100)
 
 
-async def keep_reading(outputs: Sequence[Any], seconds: float, check: Callable[[], None]) -> None:
+async def keep_reading(
+    outputs: Sequence[Outputs], seconds: float, check: Callable[[], None]
+) -> None:
     """Read the outputs for ``seconds`` (the stream flows on), checking as in ``poll_until``."""
     deadline = time.monotonic() + seconds
     await poll_until(outputs, lambda: time.monotonic() >= deadline, "", seconds + 60, check)
 
 
-async def settle(out: Any) -> None:
+async def settle(out: Outputs) -> None:
     """Read until two polls in a row bring nothing (what was written is all there)."""
     quiet = 0
     while quiet < 2:
@@ -203,19 +194,19 @@ async def settle(out: Any) -> None:
 
 
 async def wait_all(
-    out: Any,
-    sent: list[Any],
-    offsets: Any,
+    out: Outputs,
+    sent: list[Sent],
+    offsets: GroupOffsets,
     timeout_s: float,
-    check: Any = lambda: None,
-    explain: Any = str,
+    check: Callable[[], None] = lambda: None,
+    explain: Callable[[], str] = str,
 ) -> None:
     """Until every input has a record, or the group committed to the end (then what is
     missing is lost, and the accounting says which). ``kafka_io.wait_for_inputs``, but
     incremental (a 100k-event run rescans nothing) and with a ``check`` per poll."""
     seen = Seen(out)
     wanted = {s.source for s in sent}
-    ends = kafka_io.end_offsets(sent)
+    ends = end_offsets(sent)
     deadline = time.monotonic() + timeout_s
     next_look = 0.0
     while seen.count() < len(wanted) or not wanted <= seen.sources:
@@ -238,7 +229,7 @@ async def wait_all(
 # -- time --------------------------------------------------------------------------------
 
 
-def first_output_after(out: Any, wall: float, kind: str | None = None) -> float | None:
+def first_output_after(out: Outputs, wall: float, kind: str | None = None) -> float | None:
     """Seconds from ``wall`` to the first record (of ``kind``) the bridge wrote after it."""
     times = [
         r.timestamp_s

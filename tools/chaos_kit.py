@@ -13,10 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tools.chaos_io import RssPeaks, clock, fuzzing, kafka_io
+from bridge.kafka.records import BRIDGE
+from tools.chaos_io import RssPeaks, clock
+from tools.harness.fuzz import FAILURE, REASONS
+from tools.harness.kafka_io import Sent, Topics, end_offsets, missing
+from tools.harness.outputs import Outputs, SourceKey, duplicated, order_violations
 from tools.harness.processes import BridgeProcess, ModelServer, bridge_env
 
-REASON = kafka_io.BRIDGE + "reason"
+REASON = BRIDGE + "reason"
 # From the fault ending to the first new output: README "resumes by itself within about
 # two seconds". The bridge probes a down model server at most every 2 s
 # (BRIDGE_RETRY__PROBE_MAX_BACKOFF_MS), then one Predict and one produce follow.
@@ -100,7 +104,7 @@ def topic_prefix(name: str) -> str:
     return f"chaos-{name}-{uuid.uuid4().hex[:6]}"
 
 
-def env_for(stage: Stage, topics: Any, settings: dict[str, str], **extra: str) -> dict[str, str]:
+def env_for(stage: Stage, topics: Topics, settings: dict[str, str], **extra: str) -> dict[str, str]:
     return bridge_env(
         stage.bootstrap, topics.names, stage.server, group=topics.group, **settings, **extra
     )
@@ -118,21 +122,21 @@ async def stop(bridge: BridgeProcess, rss: RssPeaks, row: Row) -> None:
 
 def earned(expected: str, reason: str | None) -> bool:
     """Did the input ask for this failure? (random bytes may fail with any listed reason)"""
-    if expected == fuzzing.FAILURE:
-        return reason in fuzzing.REASONS
+    if expected == FAILURE:
+        return reason in REASONS
     return reason == expected
 
 
-def account(row: Row, sent: Sequence[Any], out: Any, topics: Any) -> None:
-    """Events, missing, duplicates and unearned failures of ``sent`` (kafka_io.Sent), and
+def account(row: Row, sent: Sequence[Sent], out: Outputs, topics: Topics) -> None:
+    """Events, missing, duplicates and unearned failures of ``sent``, and
     order per partition (on each input's first record, as the tests check it)."""
     expected = {s.source: s.item.expected for s in sent}
     row.events = len(sent)
-    row.missing = len(kafka_io.missing(sent, out))
-    dups = kafka_io.duplicated(out)
+    row.missing = len(missing(sent, out))
+    dups = duplicated(out)
     row.duplicates = len(dups)
     row.details["extra_records"] = sum(n - 1 for n in dups.values())
-    unearned: list[tuple[Any, str, str | None]] = []
+    unearned: list[tuple[SourceKey, str, str | None]] = []
     wrong_results = unknown = 0
     for record in out.records:
         for source in record.sources:
@@ -151,12 +155,12 @@ def account(row: Row, sent: Sequence[Any], out: Any, topics: Any) -> None:
         row.details["unearned_failures"] = {"by_reason": reasons, "sample": unearned[:10]}
     row.check(wrong_results == 0, f"{wrong_results} results for inputs that must fail")
     row.check(unknown == 0, f"{unknown} records for inputs never produced")
-    disorder = kafka_io.order_violations(out, topics.partitions)
+    disorder = order_violations(out, topics.partitions)
     row.check(not disorder, f"{len(disorder)} records out of order: {disorder[:3]}")
 
 
-def commits_reached_end(row: Row, sent: Sequence[Any], final: Mapping[int, int | None]) -> None:
-    ends = kafka_io.end_offsets(sent)
+def commits_reached_end(row: Row, sent: Sequence[Sent], final: Mapping[int, int | None]) -> None:
+    ends = end_offsets(sent)
     row.check(dict(final) == ends, f"the group committed {dict(final)}, the inputs end at {ends}")
 
 
@@ -234,18 +238,18 @@ def fences_in(logs: Iterable[Sequence[Mapping[str, Any]]], window_s: float) -> l
     return fences
 
 
-def loosely_unexplained(out: Any, kills: Sequence[Kill]) -> list[tuple[int, int]]:
+def loosely_unexplained(out: Outputs, kills: Sequence[Kill]) -> list[tuple[int, int]]:
     """Duplicates test_churn.py's rule alone leaves unexplained (for comparison)."""
     return sorted(
         (partition, offset)
-        for partition, offset in kafka_io.duplicated(out)
+        for partition, offset in duplicated(out)
         if not any(
             partition in k.partitions and offset >= (k.committed.get(partition) or 0) for k in kills
         )
     )
 
 
-def duplicate_ranges(out: Any, sources: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
+def duplicate_ranges(out: Outputs, sources: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
     """Duplicated inputs as runs of consecutive offsets per partition, with when each copy
     of the run's first input was written (UTC): what to look for in the bridges' logs."""
     copies: dict[tuple[int, int], list[float]] = {}
@@ -282,7 +286,7 @@ def describe_kills(kills: Sequence[Kill]) -> list[dict[str, Any]]:
 
 
 def unexplained_duplicates(
-    out: Any, kills: Sequence[Kill], fences: Sequence[Fence] = ()
+    out: Outputs, kills: Sequence[Kill], fences: Sequence[Fence] = ()
 ) -> list[tuple[int, int]]:
     """Duplicated inputs whose extra copies are more than the SIGKILLs (and, on the dev
     broker, the fenced members) that explain them.

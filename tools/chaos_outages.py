@@ -24,10 +24,8 @@ from tools.chaos_io import (
     alive,
     bridge_pool,
     first_output_after,
-    kafka_io,
     keep_reading,
     poll_until,
-    procs,
     reached,
     settle,
     tail,
@@ -51,7 +49,9 @@ from tools.chaos_kit import (
     unexplained_duplicates,
     worst,
 )
+from tools.harness import kafka_io, processes
 from tools.harness.broker import DevBroker, free_port
+from tools.harness.outputs import Outputs
 from tools.harness.processes import BridgeProcess, bridge_env
 from tools.report import say
 
@@ -93,9 +93,7 @@ async def outages(stage: Stage, row: Row) -> None:
             sides[protocol] = {
                 "topics": topics,
                 "bridge": bridges.start(env, f"bridge-{protocol}"),
-                "out": await stack.enter_async_context(
-                    kafka_io.Outputs.of(stage.bootstrap, topics)
-                ),
+                "out": await stack.enter_async_context(Outputs.of(stage.bootstrap, topics)),
                 "offsets": await stack.enter_async_context(
                     kafka_io.GroupOffsets.of(stage.bootstrap, topics)
                 ),
@@ -121,7 +119,7 @@ async def outages(stage: Stage, row: Row) -> None:
 
         def noticed(downs: dict[str, int]) -> bool:
             return all(
-                len(procs.log_events(s["bridge"], "model_server_down")) > downs[p]
+                len(processes.log_events(s["bridge"], "model_server_down")) > downs[p]
                 for p, s in sides.items()
             )
 
@@ -134,7 +132,8 @@ async def outages(stage: Stage, row: Row) -> None:
         await poll_until(outs, partial(caught_up, first), "200 outputs each", 90, check)
         for n, length in enumerate(lengths):
             downs = {
-                p: len(procs.log_events(s["bridge"], "model_server_down")) for p, s in sides.items()
+                p: len(processes.log_events(s["bridge"], "model_server_down"))
+                for p, s in sides.items()
             }
             stopped = time.monotonic()
             await asyncio.to_thread(server.stop)
@@ -191,7 +190,7 @@ async def outages(stage: Stage, row: Row) -> None:
         row.fault_failures += part.fault_failures
         row.problems += [f"{p}: {problem}" for problem in part.problems]
         row.details[p] = part.details
-        paused = {e["reason"] for e in procs.log_events(side["bridge"], "paused")}
+        paused = {e["reason"] for e in processes.log_events(side["bridge"], "paused")}
         row.check("model server down" in paused, f"{p}: never paused for the outage ({paused})")
     row.resume_s = worst(v for r in resumes for k, v in r.items() if k in sides)
     row.resume_bound_s = RESUME_BOUND_S
@@ -251,7 +250,7 @@ async def stalls(stage: Stage, row: Row) -> None:
         async with (
             bridge_pool(folder, rss) as bridges,
             kafka_io.Producer(bootstrap) as producer,
-            kafka_io.Outputs.of(bootstrap, topics) as out,
+            Outputs.of(bootstrap, topics) as out,
             kafka_io.GroupOffsets.of(bootstrap, topics) as offsets,
         ):
             bridge = await bridges.start_assigned(env)
@@ -324,7 +323,7 @@ async def stalls(stage: Stage, row: Row) -> None:
         f"{runs_text(duplicate_ranges(out, wrong))}",
     )
     row.details["unexplained_duplicates"] = duplicate_ranges(out, wrong)
-    held = {e["reason"] for e in procs.log_events(bridge, "paused")}
+    held = {e["reason"] for e in processes.log_events(bridge, "paused")}
     row.check(
         bool(held & {"broker not taking outputs", "commits not landing"}),
         f"it never held for the broker ({held})",

@@ -12,6 +12,7 @@ import random
 import time
 from typing import Any
 
+from bridge.kafka.records import BRIDGE
 from tools.chaos_io import (
     RssPeaks,
     ScenarioError,
@@ -21,12 +22,8 @@ from tools.chaos_io import (
     bridge_pool,
     clock,
     first_output_after,
-    fuzzing,
-    kafka_batches,
-    kafka_io,
     kill,
     poll_until,
-    procs,
     reached,
     settle,
     tail,
@@ -51,6 +48,10 @@ from tools.chaos_kit import (
     unexplained_duplicates,
     worst,
 )
+from tools.harness import kafka_io, processes
+from tools.harness.batches import Entry, build, with_header_key
+from tools.harness.fuzz import MAX_EVENT_BYTES, SEED, fuzz_items, valid
+from tools.harness.outputs import Outputs
 from tools.harness.processes import BridgeProcess
 from tools.report import say
 
@@ -91,7 +92,7 @@ async def kill9(stage: Stage, row: Row) -> None:
     async with (
         bridge_pool(folder, rss) as bridges,
         kafka_io.Producer(stage.bootstrap) as producer,
-        kafka_io.Outputs.of(stage.bootstrap, topics) as out,
+        Outputs.of(stage.bootstrap, topics) as out,
         kafka_io.GroupOffsets.of(stage.bootstrap, topics) as offsets,
     ):
         seen = Seen(out)
@@ -207,7 +208,7 @@ async def churn(stage: Stage, row: Row) -> None:
     async with (
         bridge_pool(folder, rss) as bridges,
         kafka_io.Producer(stage.bootstrap) as producer,
-        kafka_io.Outputs.of(stage.bootstrap, topics) as out,
+        Outputs.of(stage.bootstrap, topics) as out,
         kafka_io.GroupOffsets.of(stage.bootstrap, topics) as offsets,
     ):
         live: list[BridgeProcess] = [bridges.start(env, f"m{i}") for i in range(3)]
@@ -221,7 +222,7 @@ async def churn(stage: Stage, row: Row) -> None:
             victim = live.pop(0)
             signalled = time.time()
             if n % KILL_EVERY == KILL_EVERY - 1:
-                owned = frozenset(procs.assigned(victim) or ())
+                owned = frozenset(processes.assigned(victim) or ())
                 killed_at = await kill(victim, rss)
                 kills.append(Kill(owned, await offsets.read(), killed_at))
             else:
@@ -245,13 +246,13 @@ async def churn(stage: Stage, row: Row) -> None:
             await stop(bridge, rss, row)
         await settle(out)
         final = await offsets.read()
-        stopped = [e for b in bridges.started for e in procs.log_events(b, "stopped")]
+        stopped = [e for b in bridges.started for e in processes.log_events(b, "stopped")]
 
     account(row, sent, out, topics)
     commits_reached_end(row, sent, final)
     # The dev broker may leave a member out of a new generation (see chaos_kit.Fence).
     window_s = 3 * int(CHURN_SETTINGS["BRIDGE_DELIVERY__COMMIT_INTERVAL_MS"]) / 1000 + 1.0
-    fences = fences_in((procs.log_events(b) for b in bridges.started), window_s)
+    fences = fences_in((processes.log_events(b) for b in bridges.started), window_s)
     wrong = unexplained_duplicates(out, kills, fences)
     row.check(
         not wrong,
@@ -285,14 +286,14 @@ FUZZ_EVENTS = 100_000
 RAW_BATCHES = 100  # broken batches, one after each segment
 FUZZ_SETTINGS = {
     "BRIDGE_BATCH__MAX_SIZE": "16",
-    "BRIDGE_MODEL__MAX_EVENT_BYTES": str(fuzzing.MAX_EVENT_BYTES),
+    "BRIDGE_MODEL__MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
     "BRIDGE_MODEL__COPY_FIELDS": '["id", "meta"]',
 }
 
 
 async def fuzz(stage: Stage, row: Row) -> None:
-    """tests/integration/test_fuzz.py's malformed kinds, through aiokafka and librdkafka
-    (lz4), with broken raw batches (non-UTF-8 header keys, CRC mismatches) in between:
+    """The malformed kinds of ``tools.harness.fuzz`` (test_fuzz.py's), through aiokafka and
+    librdkafka (lz4), with broken raw batches (non-UTF-8 header keys, CRC mismatches) in between:
     one record each, the reason the input earned, never internal_error, never an exit."""
     events = stage.count(FUZZ_EVENTS, 2000)
     raws = stage.count(RAW_BATCHES, 10)
@@ -300,8 +301,8 @@ async def fuzz(stage: Stage, row: Row) -> None:
     row.settings = dict(FUZZ_SETTINGS)
     say(f"  {events:,} fuzzed inputs in {raws} segments, a broken batch after each")
     folder = stage.folder("fuzz")
-    rng = random.Random(fuzzing.SEED)
-    items = fuzzing.fuzz_items(rng, events)
+    rng = random.Random(SEED)
+    items = fuzz_items(rng, events)
     topics = await kafka_io.make_topics(stage.bootstrap, topic_prefix("fuzz"))
     env = env_for(stage, topics, row.settings)
     rss = RssPeaks()
@@ -309,7 +310,7 @@ async def fuzz(stage: Stage, row: Row) -> None:
     async with (
         bridge_pool(folder, rss) as bridges,
         kafka_io.Producer(stage.bootstrap) as producer,
-        kafka_io.Outputs.of(stage.bootstrap, topics) as out,
+        Outputs.of(stage.bootstrap, topics) as out,
         kafka_io.GroupOffsets.of(stage.bootstrap, topics) as offsets,
     ):
         bridge = await bridges.start_assigned(env)
@@ -338,31 +339,37 @@ async def fuzz(stage: Stage, row: Row) -> None:
 
     account(row, sent, out, topics)
     commits_reached_end(row, sent, final)
-    internal = procs.log_events(bridge, "internal_error")
+    internal = processes.log_events(bridge, "internal_error")
     row.check(not internal, f"{len(internal)} internal_error log lines")
-    fatal = procs.log_events(bridge, "stopped_on_error") + procs.log_events(bridge, "task_failed")
+    fatal = processes.log_events(bridge, "stopped_on_error") + processes.log_events(
+        bridge, "task_failed"
+    )
     row.check(not fatal, f"the bridge logged {[e['event'] for e in fatal]}")
     reasons: dict[str, int] = {}
     for record in out.failures:
-        reason = str(record.header(kafka_io.BRIDGE + "reason"))
+        reason = str(record.header(BRIDGE + "reason"))
         reasons[reason] = reasons.get(reason, 0) + 1
     row.peak_rss_mb = rss.peak
     row.details |= {"failure_reasons": reasons, "rss": rss.by_log}
 
 
-async def _broken_batch(bootstrap: str, topic: str, n: int, rng: random.Random) -> list[Any]:
+async def _broken_batch(
+    bootstrap: str, topic: str, n: int, rng: random.Random
+) -> list[kafka_io.Sent]:
     """Three valid payments in one raw batch, broken as test_fuzz.py breaks them: even n,
     the middle record's header key is not UTF-8; odd n, the CRC no longer matches."""
     partition = n % 3
-    values = [fuzzing.valid(rng, k)[0] for k in range(3)]
+    values = [valid(rng, k)[0] for k in range(3)]
     keys = [f"raw-{n}-{k}".encode() for k in range(3)]
-    entries = [(key, value, [("h", b"1")]) for key, value in zip(keys, values, strict=True)]
+    entries: list[Entry] = [
+        (key, value, [("h", b"1")]) for key, value in zip(keys, values, strict=True)
+    ]
     if n % 2 == 0:
         entries[1] = (keys[1], values[1], [("XX", b"1")])
-        raw = kafka_batches.with_header_key(kafka_batches.build(entries), b"XX", b"\xc3\x28")
+        raw = with_header_key(build(entries), b"XX", b"\xc3\x28")
         expected = ["result", "bad_header", "result"]
     else:
-        raw = kafka_batches.build(entries)
+        raw = build(entries)
         at = raw.index(b'"amount"')
         raw[at + 1] ^= 0x20  # "amount" -> "Amount": the CRC no longer matches
         expected = ["corrupt_batch"] * 3

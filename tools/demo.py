@@ -37,11 +37,20 @@ import orjson
 from bridge.ops.errors import CommandError
 from bridge.ops.labels import LabelMove, move_label, read_models_config
 from bridge.ops.models_config import ModelsConfigError, find_model
+from bridge.ops.output import table
 from tools import report
 from tools.chart import AbChart, VersionSeries, write_ab_chart
 from tools.harness.broker import DevBroker
+from tools.harness.outputs import Output, Outputs, SourceKey
 from tools.harness.payments import payments
-from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics_sync
+from tools.harness.processes import (
+    REPO,
+    BridgeProcess,
+    ModelServer,
+    bridge_env,
+    create_topics_sync,
+    log_events,
+)
 from tools.report import say
 
 TOPICS = ("payments", "payments.scored", "payments.failed")
@@ -235,7 +244,7 @@ async def _run(
     source, results, failures = TOPICS
     # A generator, not a list: orjson's output bytes hold a few KiB each while alive.
     events = payments(args.events, malformed_every=args.malformed_every)
-    reader = await report.OutputReader(bootstrap, results, failures).start()
+    reader = (await report.reader(bootstrap, results, failures).start()).follow()
     kafka = report.producer(bootstrap)
     await kafka.start()
     move = Move(
@@ -285,7 +294,7 @@ async def _run(
                 await mover
         await kafka.stop()
         await reader.stop()
-    return summarize(args, sent, reader.outputs, first_produce, exit_code, bridge, move)
+    return summarize(args, sent, reader.records, first_produce, exit_code, bridge, move)
 
 
 async def _move(move: Move, grpc_target: str, models_config: Path, t0: float) -> None:
@@ -333,31 +342,31 @@ def _alive(bridge: BridgeProcess) -> bool:
     return bridge.process is not None and bridge.process.poll() is None
 
 
-async def _progress(reader: report.OutputReader, produced: Any, total: int, started: float) -> None:
+async def _progress(reader: Outputs, produced: Any, total: int, started: float) -> None:
     last = 0
     while True:
         await asyncio.sleep(1.0)
         count = reader.count
-        _progress_line(reader, produced(), total, started, count - last, reader.outputs[last:count])
+        _progress_line(reader, produced(), total, started, count - last, reader.records[last:count])
         last = count
 
 
 def _progress_line(
-    reader: report.OutputReader,
+    reader: Outputs,
     produced: int,
     total: int,
     started: float,
     per_s: int | None,
-    recent: Sequence[report.Output],
+    recent: Sequence[Output],
 ) -> None:
     say(
         f"  [{time.time() - started:5.1f} s] produced {produced:>6}/{total}  "
-        f"results {reader.results:>6}  failures {reader.failures:>4}  "
+        f"results {len(reader.results):>6}  failures {len(reader.failures):>4}  "
         + ("done" if per_s is None else f"{per_s:>6} records/s" + _served(recent))
     )
 
 
-def _served(outputs: Sequence[report.Output]) -> str:
+def _served(outputs: Sequence[Output]) -> str:
     """The share of each version among these results, e.g. ``  served v1 90% v2 10%``."""
     versions = Counter(_version_key(o) for o in outputs if o.kind == "result")
     total = sum(versions.values())
@@ -367,7 +376,7 @@ def _served(outputs: Sequence[report.Output]) -> str:
     return f"  served {shares}"
 
 
-def _version_key(output: report.Output) -> str:
+def _version_key(output: Output) -> str:
     return "unknown" if output.version is None else str(output.version)
 
 
@@ -382,8 +391,8 @@ def _ordered(keys: Iterable[str]) -> list[str]:
 
 def summarize(
     args: argparse.Namespace,
-    sent: dict[report.SourceKey, report.Sent],
-    outputs: list[report.Output],
+    sent: dict[SourceKey, report.Sent],
+    outputs: list[Output],
     first_produce: float,
     exit_code: int | None,
     bridge: BridgeProcess,
@@ -453,8 +462,8 @@ def _since(wall: float | None, t0: float) -> float | None:
 
 
 def _sent_after_move(
-    move: Move, sent: dict[report.SourceKey, report.Sent], results: Sequence[report.Output]
-) -> list[report.Output]:
+    move: Move, sent: dict[SourceKey, report.Sent], results: Sequence[Output]
+) -> list[Output]:
     """Results of events whose send began after the move was done (the bridge cannot
     have fetched them before it; CreateTime is in whole ms, hence the margin)."""
     if move.done is None:
@@ -465,8 +474,8 @@ def _sent_after_move(
 
 def _move_summary(
     move: Move,
-    sent: dict[report.SourceKey, report.Sent],
-    results: Sequence[report.Output],
+    sent: dict[SourceKey, report.Sent],
+    results: Sequence[Output],
     t0: float,
 ) -> dict[str, Any]:
     after = _sent_after_move(move, sent, results)
@@ -491,9 +500,9 @@ def _move_summary(
 
 def _move_problems(
     move: Move,
-    sent: dict[report.SourceKey, report.Sent],
-    failures: Sequence[report.Output],
-    results: Sequence[report.Output],
+    sent: dict[SourceKey, report.Sent],
+    failures: Sequence[Output],
+    results: Sequence[Output],
     t0: float,
 ) -> list[str]:
     problems = []
@@ -525,7 +534,7 @@ def _move_problems(
     return problems
 
 
-def _group(items: Sequence[tuple[report.Output, float]], total: int) -> dict[str, Any]:
+def _group(items: Sequence[tuple[Output, float]], total: int) -> dict[str, Any]:
     """Events, share of ``total``, latency and flagged share of one group of results."""
     flagged = sum(1 for output, _ in items if output.flagged)
     return {
@@ -546,15 +555,13 @@ def _median(values: list[float]) -> float | None:
     return round(report.percentile(sorted(values), 50), 3) if values else None
 
 
-def _ab(
-    sent: dict[report.SourceKey, report.Sent], results: Sequence[report.Output], t0: float
-) -> dict[str, Any]:
+def _ab(sent: dict[SourceKey, report.Sent], results: Sequence[Output], t0: float) -> dict[str, Any]:
     """Per served version, per route x version, and per second of send time."""
     scored = [
         (o, o.read_at * 1000 - sent[o.source].timestamp_ms) for o in results if o.source in sent
     ]
-    by_version: dict[str, list[tuple[report.Output, float]]] = {}
-    by_route: dict[str, dict[str, list[tuple[report.Output, float]]]] = {}
+    by_version: dict[str, list[tuple[Output, float]]] = {}
+    by_route: dict[str, dict[str, list[tuple[Output, float]]]] = {}
     for item in scored:
         key = _version_key(item[0])
         by_version.setdefault(key, []).append(item)
@@ -564,7 +571,7 @@ def _ab(
     bins = 1 + max(
         (int((sent[o.source].timestamp_ms / 1000 - t0) // BIN_S) for o, _ in scored), default=0
     )
-    binned: dict[str, list[list[tuple[report.Output, float]]]] = {
+    binned: dict[str, list[list[tuple[Output, float]]]] = {
         key: [[] for _ in range(bins)] for key in by_version
     }
     for item in scored:
@@ -638,13 +645,11 @@ def _write_chart(summary: dict[str, Any], path: Path) -> Path | None:
 
 def _stopped_counts(bridge: BridgeProcess) -> dict[str, Any]:
     """The bridge's own counts from its final ``stopped`` log line."""
-    for line in reversed(bridge.log_path.read_text(errors="replace").splitlines()):
-        if '"event":"stopped"' in line:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                entry = orjson.loads(line)
-                keys = ("events", "results", "failures", "drained", "handed_back")
-                return {key: entry.get(key) for key in keys}
-    return {}
+    stopped = log_events(bridge, "stopped")
+    if not stopped:
+        return {}
+    keys = ("events", "results", "failures", "drained", "handed_back")
+    return {key: stopped[-1].get(key) for key in keys}
 
 
 def _share(value: float | None) -> str:
@@ -723,7 +728,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         d = summary["latency_ms"][key]
         rows.append([label, *(report.ms(d[p]) for p in ("p50", "p95", "p99", "max"))])
     say("")
-    say(report.table(["latency, ms", "p50", "p95", "p99", "max"], rows))
+    say(table(["latency, ms", "p50", "p95", "p99", "max"], rows, align="lrrrr", rule=True))
     print_ab(summary)
     say("")
     chart = summary.get("chart")
@@ -751,14 +756,18 @@ def print_ab(summary: dict[str, Any]) -> None:
     say("  times: seconds since the first payment; latency in ms (e2e: end to end)")
     say("")
     rows = [[_version_name(k), *_ab_row(g)] for k, g in ab["by_version"].items()]
-    say(report.table(["served by", *AB_HEADERS], rows))
+    say(table(["served by", *AB_HEADERS], rows, align="l" + "r" * len(AB_HEADERS), rule=True))
     say("")
     rows = [
         [route, _version_name(k), *_ab_row(g)]
         for route, groups in ab["by_route_version"].items()
         for k, g in groups.items()
     ]
-    say(report.table(["route", "version", *AB_HEADERS], rows, align="ll" + "r" * len(AB_HEADERS)))
+    say(
+        table(
+            ["route", "version", *AB_HEADERS], rows, align="ll" + "r" * len(AB_HEADERS), rule=True
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,18 +14,17 @@ import math
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from bridge.kafka.records import BRIDGE, CONNECT
+from tools.harness.outputs import LATENCY_FETCH_WAIT_MS, Output, Outputs, SourceKey
 from tools.harness.payments import Payment
 from tools.harness.processes import REPO, ModelServer, local_models_config
 
@@ -34,12 +33,6 @@ SERVING = REPO / "serving"
 # The model server's models.config: a copy of serving/models.config in the out folder,
 # with absolute model paths; a label move rewrites this copy, never the committed file.
 LOCAL_MODELS_CONFIG = "models.local.config"
-# The reader's fetch wait. Tansu answers a fetch up to about half of fetch.max.wait.ms
-# after data arrives (it does not wake the fetch on produce), so a reader with aiokafka's
-# default (500 ms) would add ~0-250 ms to every latency it measures; 10 ms adds ~0-5 ms.
-READER_FETCH_WAIT_MS = 10
-
-SourceKey = tuple[str, int, int]  # topic, partition, offset
 
 
 # -- the stack ---------------------------------------------------------------------------
@@ -158,6 +151,11 @@ class Sent:
     expected: str  # "result" or the failure reason
 
 
+def reader(bootstrap: str, results: str, failures: str) -> Outputs:
+    """The outputs reader of a measured run: it follows the topics and times each read."""
+    return Outputs(bootstrap, results, failures, fetch_wait_ms=LATENCY_FETCH_WAIT_MS)
+
+
 def producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
 
@@ -184,161 +182,13 @@ async def produce(
     sent: dict[SourceKey, Sent] = {}
     for future, expected in futures:
         meta = await future
-        sent[(topic, meta.partition, meta.offset)] = Sent(
+        sent[(meta.partition, meta.offset)] = Sent(
             meta.partition, meta.offset, meta.timestamp, expected
         )
     return sent
 
 
-# -- outputs -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Output:
-    """One record the bridge (or the pass-through loop) wrote, as the reader saw it."""
-
-    source: SourceKey
-    kind: str  # "result" | "failure"
-    read_at: float  # wall clock, seconds
-    written_ms: int  # the output record's CreateTime (when the writer handed it over)
-    source_ms: int | None = None  # the input's CreateTime (results carry it)
-    reason: str | None = None
-    version: int | None = None
-    route: str | None = None  # the route that picked the target (results and failures)
-    flagged: bool | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_output(record: Any, kind: str, read_at: float) -> Output:
-    """A result (JSON body) or a failure (original value + ``__connect/__bridge`` headers)."""
-    if kind == "failure":
-        headers = {name: value.decode(errors="replace") for name, value in record.headers}
-        source = (
-            headers.get(CONNECT + "topic", "?"),
-            int(headers.get(CONNECT + "partition", "-1")),
-            int(headers.get(CONNECT + "offset", "-1")),
-        )
-        return Output(
-            source,
-            kind,
-            read_at,
-            record.timestamp,
-            reason=headers.get(BRIDGE + "reason"),
-            route=headers.get(BRIDGE + "model.route"),
-        )
-    body = orjson.loads(record.value)
-    src = body.get("source", {})
-    outputs = body.get("outputs") or {}
-    flagged = outputs.get("flagged")
-    model = body.get("model") or {}
-    return Output(
-        (src.get("topic", "?"), int(src.get("partition", -1)), int(src.get("offset", -1))),
-        kind,
-        read_at,
-        record.timestamp,
-        source_ms=src.get("timestamp"),
-        version=model.get("version"),
-        route=model.get("route"),
-        flagged=bool(flagged[0] if isinstance(flagged, list) else flagged)
-        if flagged is not None
-        else None,
-        timings=body.get("timings") or {},
-        fields=body.get("fields") or {},
-    )
-
-
-class OutputReader:
-    """Reads the results and failures topics from the start, without a consumer group."""
-
-    def __init__(self, bootstrap: str, results: str, failures: str | None = None) -> None:
-        self.bootstrap = bootstrap
-        self.topics = {results: "result"} | ({failures: "failure"} if failures else {})
-        self.outputs: list[Output] = []
-        self.results = 0
-        self.failures = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._grew = asyncio.Event()
-
-    async def start(self) -> OutputReader:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=READER_FETCH_WAIT_MS,
-        )
-        await consumer.start()
-        await consumer.topics()  # a metadata refresh: the topics may be new
-        partitions: list[TopicPartition] = []
-        for topic in self.topics:
-            known = consumer.partitions_for_topic(topic)
-            if not known:
-                await consumer.stop()
-                raise RuntimeError(f"topic {topic} has no partitions")
-            partitions.extend(TopicPartition(topic, p) for p in sorted(known))
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._read(), name="output-reader")
-        return self
-
-    async def _read(self) -> None:
-        assert self._consumer is not None  # noqa: S101 - set in start
-        while True:
-            fetched = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            now = time.time()
-            for tp, records in fetched.items():
-                kind = self.topics[tp.topic]
-                for record in records:
-                    self.outputs.append(parse_output(record, kind, now))
-                    if kind == "result":
-                        self.results += 1
-                    else:
-                        self.failures += 1
-            if fetched:
-                self._grew.set()
-
-    @property
-    def count(self) -> int:
-        return len(self.outputs)
-
-    async def wait_for(self, count: int, timeout_s: float) -> bool:
-        """Until at least ``count`` outputs were read; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self.count < count:
-            if self._task is not None and self._task.done():
-                self._task.result()  # the reader died: raise its error
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._grew.clear()
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
-            # cancellation (Ctrl-C) that arrives as the event is set.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 0.5)):
-                    await self._grew.wait()
-        return True
-
-    async def settle(self, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
-        """Keep reading until nothing new arrived for ``quiet_s`` (late duplicates)."""
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            self._grew.clear()
-            try:
-                async with asyncio.timeout(quiet_s):
-                    await self._grew.wait()
-            except TimeoutError:
-                return
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+# -- accounting --------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -422,23 +272,6 @@ def ms(value: float | int | None, digits: int = 1) -> str:
 
 def rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
-    """A plain text table; ``align`` has an ``l`` or ``r`` per column (default: the first
-    column left, the others right)."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    align = align or "l" + "r" * (len(headers) - 1)
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            cell.ljust(widths[i]) if align[i] == "l" else cell.rjust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
 
 
 def verdict(ok: bool | None) -> str:

@@ -16,7 +16,7 @@ from aiokafka.record.util import calc_crc32c, decode_varint
 
 from bridge.kafka import batches
 from bridge.kafka.batches import RawRecord, ReadBatch, read_batches
-from tests.kafka_batches import (
+from tools.harness.batches import (
     CODEC_NAMES,
     HEADER,
     build,

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 
 from bridge.errors import BadHeaderError, CorruptBatchError, UndecodableBatchError
 from bridge.kafka.salvage import read_salvage
-from tests.kafka_batches import build, flip_last_byte, with_header_key, with_payload
+from tools.harness.batches import build, flip_last_byte, with_header_key, with_payload
 
 TP = TopicPartition("payments", 2)
 GOOD = [(b"k0", b'{"a": 0}', [("trace", b"t0")]), (b"k1", b'{"a": 1}', [])]

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -74,31 +73,13 @@ def own_server(tmp_path: Path) -> Iterator[ModelServer]:
 
 
 class TimedOutputs(Outputs):
-    """``Outputs`` that also keep when each record was written (its Kafka timestamp)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.written_at: list[tuple[str, float]] = []  # (kind, wall-clock seconds)
-
-    def _parse(self, record: Any) -> Any:
-        output = super()._parse(record)
-        self.written_at.append((output.kind, record.timestamp / 1000))
-        return output
-
-    async def __aenter__(self) -> TimedOutputs:
-        await super().__aenter__()
-        return self
-
-    @classmethod
-    def of_topics(cls, bootstrap: str, topics: Topics) -> TimedOutputs:
-        return cls(
-            bootstrap,
-            (topics.results, topics.results_partitions),
-            (topics.failures, topics.failures_partitions),
-        )
+    """``Outputs`` that say when the first result after a moment was written."""
 
     def first_result_after(self, wall: float) -> float | None:
-        times = [t for kind, t in self.written_at if kind == "result" and t >= wall]
+        """The Kafka timestamp (wall clock) of the first result written at or after ``wall``."""
+        times = [
+            r.timestamp_s for r in self.records if r.kind == "result" and r.timestamp_s >= wall
+        ]
         return min(times) if times else None
 
 
@@ -181,7 +162,7 @@ async def test_bridges_resume_within_seconds_of_the_server(
                 topics,
                 bridges.start(env, name=f"bridge-{protocol}"),
                 await stack.enter_async_context(Producer(kafka_bootstrap)),
-                await stack.enter_async_context(TimedOutputs.of_topics(kafka_bootstrap, topics)),
+                await stack.enter_async_context(TimedOutputs.of(kafka_bootstrap, topics)),
                 await stack.enter_async_context(GroupOffsets.of(kafka_bootstrap, topics)),
                 items,
             )

@@ -32,7 +32,7 @@ from tests.integration.kafka_io import (
     produce_raw_batch,
 )
 from tests.integration.procs import Bridges, log_events, stopped_counts
-from tests.kafka_batches import build, with_header_key
+from tools.harness.batches import build, with_header_key
 from tools.harness.processes import ModelServer, bridge_env
 
 pytestmark = pytest.mark.integration

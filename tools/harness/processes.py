@@ -1,6 +1,6 @@
 """The real parts as processes: a model server (``python -m serving``) and bridges.
 
-Used by the integration tests, ``make demo`` and ``make bench``. Everything binds
+Used by the tests, ``make demo``, ``make bench`` and ``make chaos``. Everything binds
 to 127.0.0.1 on free ports, waits for readiness by polling (never a fixed sleep),
 writes its output to a log file (a full pipe never blocks a process), and is
 stopped by its pid.
@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tools.harness.broker import free_port
@@ -38,14 +41,28 @@ def local_models_config(source: Path, destination: Path, models_root: Path = DEM
 
 
 class ModelServer:
-    """``python -m serving`` with TF Serving's flags on free loopback ports."""
+    """``python -m serving`` with TF Serving's flags on free loopback ports.
 
-    def __init__(self, flags: Sequence[str], log_path: Path, models: Sequence[str]) -> None:
+    ``start`` returns once both ports accept connections and every model in ``models``
+    reports a version AVAILABLE over REST; ``launch`` only starts the process (for
+    tests of startup and of failing starts). A restart keeps the ports and appends
+    to the same log.
+    """
+
+    def __init__(
+        self,
+        flags: Sequence[str],
+        log_path: Path,
+        models: Sequence[str] = (),
+        *,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+    ) -> None:
         self.flags = list(flags)
         self.log_path = log_path
         self.models = list(models)
-        self.grpc_port = free_port()
-        self.rest_port = free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.rest_port = rest_port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,8 +77,8 @@ class ModelServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> ModelServer:
-        """Start (or restart, on the same ports) and wait until every model is AVAILABLE."""
+    def launch(self) -> ModelServer:
+        """Start (or restart, on the same ports) without waiting for it."""
         command = [
             sys.executable,
             "-m",
@@ -76,18 +93,35 @@ class ModelServer:
             self.process = subprocess.Popen(
                 command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        self.wait_ready(timeout_s)
         return self
 
-    def wait_ready(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
+    def start(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> ModelServer:
+        """Start (or restart, on the same ports) and wait until every model is AVAILABLE."""
+        self.launch()
+        self.wait_ready(timeout_s=timeout_s)
+        return self
+
+    def wait_ready(
+        self, models: Sequence[str] | None = None, timeout_s: float = SERVER_START_TIMEOUT_S
+    ) -> None:
+        """Until both ports accept and each of ``models`` (default: the server's) is AVAILABLE."""
+        names = self.models if models is None else list(models)
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.rest_url, timeout=2) as client:
-            while not all(self._available(client, name) for name in self.models):
+        with httpx.Client(base_url=self.rest_url, timeout=5) as client:
+            while not self._ready(client, names):
                 if self.process is None or self.process.poll() is not None:
-                    raise RuntimeError(f"model server exited:\n{self.output()}")
+                    code = None if self.process is None else self.process.returncode
+                    raise RuntimeError(f"model server exited with {code}:\n{self.tail()}")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"model server not ready in {timeout_s} s:\n{self.output()}")
+                    raise TimeoutError(f"model server not ready in {timeout_s} s:\n{self.tail()}")
                 time.sleep(0.05)
+
+    def _ready(self, client: httpx.Client, models: Sequence[str]) -> bool:
+        # The server opens its ports only once its models are loaded; checking the ports
+        # first keeps the REST polls off a port nobody listens on yet.
+        if not (port_open(self.grpc_port) and port_open(self.rest_port)):
+            return False
+        return all(self._available(client, name) for name in models)
 
     @staticmethod
     def _available(client: httpx.Client, model: str) -> bool:
@@ -95,12 +129,26 @@ class ModelServer:
             response = client.get(f"/v1/models/{model}")
         except httpx.HTTPError:
             return False
-        return response.status_code == 200 and '"AVAILABLE"' in response.text
+        if response.status_code != 200:
+            return False
+        states = [v.get("state") for v in response.json().get("model_version_status", [])]
+        return "AVAILABLE" in states
+
+    def wait_exit(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> int:
+        """The exit code of a server expected to stop by itself (a failed start)."""
+        if self.process is None:
+            raise RuntimeError("the model server was not started")
+        return self.process.wait(timeout=timeout_s)
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        """Everything the server printed, across restarts."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def tail(self, chars: int = 5000) -> str:
+        return self.output()[-chars:]
 
     def stop(self) -> int | None:
+        """SIGTERM (a clean shutdown), SIGKILL if it lingers; the exit code."""
         return _stop(self.process)
 
     def __enter__(self) -> ModelServer:
@@ -108,6 +156,12 @@ class ModelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
 class BridgeProcess:
@@ -165,6 +219,53 @@ class BridgeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Bridges:
+    """Starts bridges with logs in one folder; ``close`` stops whatever is still running."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self.started: list[BridgeProcess] = []
+
+    def start(self, env: Mapping[str, str], name: str = "bridge") -> BridgeProcess:
+        log_path = self._log_dir / f"{name}-{len(self.started)}.log"
+        bridge = BridgeProcess(env, log_path).start()
+        self.started.append(bridge)
+        return bridge
+
+    async def start_assigned(
+        self, env: Mapping[str, str], name: str = "bridge", timeout_s: float = 60.0
+    ) -> BridgeProcess:
+        """Start a bridge and wait until the group gave it partitions."""
+        bridge = self.start(env, name)
+        await asyncio.to_thread(bridge.wait_for_log, "partitions_assigned", timeout_s)
+        return bridge
+
+    def close(self) -> None:
+        for bridge in self.started:
+            bridge.stop(timeout_s=20)  # SIGTERM, SIGKILL if it lingers
+
+
+def log_events(bridge: BridgeProcess, event: str | None = None) -> list[dict[str, Any]]:
+    """The bridge's JSON log lines (optionally only ``event``), oldest first."""
+    found = []
+    for line in bridge.log_path.read_bytes().splitlines():
+        if not line.startswith(b"{"):
+            continue  # aiokafka's standard-library warnings share the file
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a line being written right now
+        if event is None or entry.get("event") == event:
+            found.append(entry)
+    return found
+
+
+def assigned(bridge: BridgeProcess) -> set[int] | None:
+    """The partitions of the bridge's latest assignment (None before the first)."""
+    events = log_events(bridge, "partitions_assigned")
+    return set(events[-1]["partitions"]) if events else None
 
 
 def _stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> int | None:
