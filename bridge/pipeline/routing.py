@@ -105,6 +105,16 @@ class Routes:
             found.append(self.shadow.target)
         return found
 
+    def named_targets(self) -> list[tuple[str, Target]]:
+        """Every target the routes name (weight 0 and shadow included), once each."""
+        named = [(route.name, route.target) for route in self.routes]
+        if self.shadow is not None:
+            named.append((self.shadow.name, self.shadow.target))
+        unique: dict[str, Target] = {}
+        for name, target in named:
+            unique.setdefault(name, target)
+        return list(unique.items())
+
     def choose(self, key: bytes | None, position: tuple[str, int, int]) -> Route:
         if self._only is not None:
             return self._only  # one live route: nothing to hash
@@ -120,20 +130,36 @@ class Routes:
         point = _bucket(key if key is not None else _position_bytes(position), b"shadow")
         return self.shadow if point < self.shadow.fraction * BUCKETS else None
 
-    def describe(self) -> str:
-        text = " ".join(f"{route.name}={route.weight}" for route in self.routes)
-        if self.shadow is not None:
-            text += f" shadow:{self.shadow.name}={self.shadow.fraction:g}"
-        return text
+    # One text and one JSON form, for the bridge's logs, the control topic and the
+    # operator commands alike.
 
-    def to_json(self) -> bytes:
+    @property
+    def weights_text(self) -> str:
+        """``stable=90 canary=10``."""
+        return " ".join(f"{route.name}={route.weight}" for route in self.routes)
+
+    @property
+    def shadow_text(self) -> str | None:
+        """``canary=0.05``, or None without a shadow."""
+        return f"{self.shadow.name}={self.shadow.fraction:g}" if self.shadow else None
+
+    def describe(self) -> str:
+        """``stable=90 canary=10 shadow:canary=0.05``: what ``bridge routes set`` takes."""
+        shadow = self.shadow_text
+        return self.weights_text + ("" if shadow is None else f" shadow:{shadow}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The control record's body: ``{"model", "routes", "shadow"?}``."""
         body: dict[str, Any] = {
             "model": self.model,
             "routes": {route.name: route.weight for route in self.routes},
         }
         if self.shadow is not None:
             body["shadow"] = {"target": self.shadow.name, "fraction": self.shadow.fraction}
-        return orjson.dumps(body)
+        return body
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.as_dict())
 
 
 def _bucket(data: bytes, salt: bytes) -> int:
