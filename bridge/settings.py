@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -25,9 +25,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class KafkaSettings(_Section):
+class KafkaConnection(_Section):
+    """How to reach and authenticate to the cluster: every Kafka client gets all of it.
+
+    ``bridge.kafka.clients`` passes each field to every client it builds, and the
+    operator commands read exactly this part of the Kafka settings, so a setting
+    added here reaches the service and the commands alike.
+    """
+
     bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,host:port]")
-    group_id: str = Field("tfs-bridge", description="Consumer group; replicas share partitions")
     client_id: str = Field("tfs-bridge", description="Client id sent to the brokers")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol"
@@ -37,6 +43,10 @@ class KafkaSettings(_Section):
     )
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+
+
+class KafkaSettings(KafkaConnection):
+    group_id: str = Field("tfs-bridge", description="Consumer group; replicas share partitions")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a group without committed offsets starts"
     )
@@ -200,7 +210,22 @@ class LogSettings(_Section):
     payloads: bool = Field(False, description="Log event payloads (off: they may hold PII)")
 
 
-class Settings(BaseSettings):
+class _FromEnvAndFile(BaseSettings):
+    """``BRIDGE_*`` variables over the TOML file's values (passed as init values)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+class Settings(_FromEnvAndFile):
     """The whole configuration: one frozen value built at start."""
 
     model_config = SettingsConfigDict(
@@ -248,40 +273,36 @@ class Settings(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment wins over the file (passed as init values), which wins over defaults.
-        return (env_settings, init_settings)
+
+# The bridge's own settings share these sections; the commands skip what they do not use.
+_IGNORING = ConfigDict(frozen=True, extra="ignore")
 
 
-class OpsKafka(_Section):
-    bootstrap_servers: str | None = None
+class OpsKafka(KafkaConnection):
+    """The connection and security settings, exactly as the service reads them."""
+
+    model_config = _IGNORING
+    bootstrap_servers: str = ""  # may come from --bootstrap-servers; a command says if missing
 
 
-class OpsTopics(_Section):
+class OpsTopics(BaseModel):
+    model_config = _IGNORING
     control: str | None = None
 
 
-class OpsServing(_Section):
-    protocol: Literal["grpc", "rest"] = "grpc"
-    grpc_target: str = "127.0.0.1:8500"
-    rest_url: str = "http://127.0.0.1:8501"
-    timeout_ms: int = Field(30_000, gt=0)
-    models_config: Path | None = None
+class OpsServing(ServingSettings):
+    model_config = _IGNORING
+    # One command may wait for a version to load: longer than one model call.
+    timeout_ms: int = Field(30_000, gt=0, description="Deadline of each call")
 
 
-class OpsSettings(BaseSettings):
-    """What the operator commands (``bridge serving``, ``bridge routes``) read from BRIDGE_*.
+class OpsSettings(_FromEnvAndFile):
+    """What the operator commands (``bridge serving``, ``bridge routes``) read.
 
-    Every field is optional here: a command names what it is missing. Other
-    sections of the service's settings are ignored.
+    The same environment and TOML file as ``bridge run``: the sections and
+    settings the commands do not use are ignored, the ones they use are checked
+    as the service checks them. A missing bootstrap server or control topic is
+    named by the command that needs it (a flag may give it).
     """
 
     model_config = SettingsConfigDict(
@@ -302,8 +323,20 @@ def env_name(path: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in path)
 
 
+_S = TypeVar("_S", bound=_FromEnvAndFile)
+
+
 def load_settings(config_file: Path | None = None) -> Settings:
     """Build the settings from the environment and an optional TOML file."""
+    return _load(Settings, config_file)
+
+
+def load_ops_settings(config_file: Path | None = None) -> OpsSettings:
+    """The operator commands' settings, from the same environment and file as the service's."""
+    return _load(OpsSettings, config_file)
+
+
+def _load(cls: type[_S], config_file: Path | None) -> _S:
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -311,19 +344,19 @@ def load_settings(config_file: Path | None = None) -> Settings:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
     try:
-        return Settings(**file_values)
+        return cls(**file_values)
     except ValidationError as exc:
         problems: list[str] = []
         for error in exc.errors():
             path = tuple(p for p in error["loc"] if isinstance(p, str))
-            problems.extend(f"{name}: {error['msg']}" for name in _missing_names(path, error))
+            problems.extend(f"{name}: {error['msg']}" for name in _missing_names(cls, path, error))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from exc
 
 
-def _missing_names(path: tuple[str, ...], error: Any) -> list[str]:
+def _missing_names(cls: type[BaseSettings], path: tuple[str, ...], error: Any) -> list[str]:
     """A whole missing section is reported as the required settings inside it."""
     if error["type"] == "missing" and len(path) == 1:
-        section = Settings.model_fields[path[0]].annotation
+        section = cls.model_fields[path[0]].annotation
         if isinstance(section, type) and issubclass(section, _Section):
             required = [n for n, f in section.model_fields.items() if f.is_required()]
             if required:
