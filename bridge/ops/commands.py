@@ -1,7 +1,8 @@
 """``bridge serving ...`` and ``bridge routes ...``: argparse wiring and exit codes.
 
 ``bridge.cli`` calls ``add_commands(subparsers)`` and then ``args.handler(args)``.
-Settings come from ``OpsSettings`` (environment ``BRIDGE_*``); flags override them.
+Settings come from ``OpsSettings``: the same ``BRIDGE_*`` environment and ``--config``
+TOML file as ``bridge run`` (what the commands do not use is ignored); flags override them.
 
 Exit codes: 0 done, 1 refused or failed, 2 usage or settings errors.
 """
@@ -16,19 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 
 from bridge.ops.errors import CommandError, UsageError
+from bridge.ops.flags import add_config, add_kafka, add_server, add_timeout, positive_int
 from bridge.pipeline.routing import RoutesError, parse_assignments
-from bridge.settings import OpsSettings, env_name
+from bridge.settings import OpsKafka, OpsSettings, SettingsError, load_ops_settings
 
 if TYPE_CHECKING:
     from bridge.serving.client import ModelClient
 
 # The commands' own modules (grpc, aiokafka) are imported by the handlers that use
 # them, so `bridge run` does not pay for the operator commands at start.
-
-_MESSAGE_BYTES = 16 * 1024 * 1024
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -37,38 +36,14 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
 # -- settings -----------------------------------------------------------------
 
 
-def load_ops_settings() -> OpsSettings:
+def _settings(args: argparse.Namespace) -> OpsSettings:
     try:
-        return OpsSettings()
-    except ValidationError as exc:
-        problems = [
-            f"{env_name(tuple(p for p in error['loc'] if isinstance(p, str)))}: {error['msg']}"
-            for error in exc.errors()
-        ]
-        raise UsageError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+        return load_ops_settings(args.config)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _timeout_s(args: argparse.Namespace, settings: OpsSettings) -> float:
@@ -85,14 +60,21 @@ def _models_config(args: argparse.Namespace, settings: OpsSettings) -> Path | No
     return path
 
 
-def _kafka(args: argparse.Namespace, settings: OpsSettings) -> tuple[str, str]:
-    bootstrap = args.bootstrap_servers or settings.kafka.bootstrap_servers
+def _max_message_bytes(settings: OpsSettings) -> int:
+    return settings.serving.max_message_mb * 1024 * 1024
+
+
+def _kafka(args: argparse.Namespace, settings: OpsSettings) -> tuple[OpsKafka, str]:
+    """The bridge's connection and security settings, with the flag's servers if given."""
+    kafka = settings.kafka
+    if args.bootstrap_servers:
+        kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
     topic = args.topic or settings.topics.control
-    if not bootstrap:
+    if not kafka.bootstrap_servers:
         raise UsageError("set BRIDGE_KAFKA__BOOTSTRAP_SERVERS or pass --bootstrap-servers")
     if not topic:
         raise UsageError("set BRIDGE_TOPICS__CONTROL or pass --topic")
-    return str(bootstrap), str(topic)
+    return kafka, str(topic)
 
 
 def _run(command: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -112,12 +94,12 @@ def _run(command: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def run_serving_status(args: argparse.Namespace) -> int:
     from bridge.ops.labels import read_models_config
-    from bridge.ops.model_service import ModelService
     from bridge.ops.models_config import model_names
     from bridge.ops.status import fill_versions, render_status, reports_from_config
+    from bridge.serving.grpc_client import GrpcModelClient
 
     async def body() -> int:
-        settings = load_ops_settings()
+        settings = _settings(args)
         path = _models_config(args, settings)
         target = _grpc_target(args, settings)
         if path is None and args.model is None:
@@ -127,8 +109,11 @@ def run_serving_status(args: argparse.Namespace) -> int:
             )
         config = read_models_config(path)[1] if path is not None else None
         reports = reports_from_config(config, args.model)
-        async with ModelService(target, _timeout_s(args, settings)) as service:
-            await fill_versions(reports, service)
+        client = GrpcModelClient(target, _timeout_s(args, settings), _max_message_bytes(settings))
+        try:
+            await fill_versions(reports, client.model_service)
+        finally:
+            await client.aclose()
         if args.json:
             document = {
                 "server": target,
@@ -151,7 +136,7 @@ def run_serving_label(args: argparse.Namespace) -> int:
     from bridge.ops.labels import LabelMove, move_label
 
     async def body() -> int:
-        settings = load_ops_settings()
+        settings = _settings(args)
         path = _models_config(args, settings)
         if path is None:
             raise UsageError("set BRIDGE_SERVING__MODELS_CONFIG or pass --models-config")
@@ -169,6 +154,7 @@ def run_serving_label(args: argparse.Namespace) -> int:
             grpc_target=_grpc_target(args, settings),
             timeout_s=_timeout_s(args, settings),
             unload_unlabelled=args.unload_unlabelled,
+            max_message_bytes=_max_message_bytes(settings),
         )
         await move_label(move, say)
         return 0
@@ -183,9 +169,9 @@ def run_routes_show(args: argparse.Namespace) -> int:
     from bridge.ops.routes import show_routes
 
     async def body() -> int:
-        settings = load_ops_settings()
-        bootstrap, topic = _kafka(args, settings)
-        shown = await show_routes(bootstrap, topic, args.model, _timeout_s(args, settings))
+        settings = _settings(args)
+        kafka, topic = _kafka(args, settings)
+        shown = await show_routes(kafka, topic, args.model, _timeout_s(args, settings))
         if args.json:
             say(orjson.dumps(shown.json, option=orjson.OPT_INDENT_2).decode())
         else:
@@ -203,17 +189,18 @@ def _model_client(args: argparse.Namespace, settings: OpsSettings) -> tuple[Mode
     timeout_s = _timeout_s(args, settings)
     if protocol == "rest":
         url = str(args.rest_url or settings.serving.rest_url)
-        return RestModelClient(url, timeout_s, connect_timeout_s=min(timeout_s, 5.0)), url
+        connect_s = min(timeout_s, settings.serving.connect_timeout_ms / 1000)
+        return RestModelClient(url, timeout_s, connect_timeout_s=connect_s), url
     target = _grpc_target(args, settings)
-    return GrpcModelClient(target, timeout_s, _MESSAGE_BYTES), target
+    return GrpcModelClient(target, timeout_s, _max_message_bytes(settings)), target
 
 
 def run_routes_set(args: argparse.Namespace) -> int:
     from bridge.ops.routes import check_targets, set_routes
 
     async def body() -> int:
-        settings = load_ops_settings()
-        bootstrap, topic = _kafka(args, settings)
+        settings = _settings(args)
+        kafka, topic = _kafka(args, settings)
         try:
             routes = parse_assignments(args.model, args.assignments)
         except RoutesError as exc:
@@ -227,7 +214,7 @@ def run_routes_set(args: argparse.Namespace) -> int:
             finally:
                 await client.aclose()
         await set_routes(
-            bootstrap, topic, routes, args.replication_factor, _timeout_s(args, settings), say
+            kafka, topic, routes, args.replication_factor, _timeout_s(args, settings), say
         )
         return 0
 
@@ -235,41 +222,6 @@ def run_routes_set(args: argparse.Namespace) -> int:
 
 
 # -- argparse -------------------------------------------------------------------
-
-
-def _add_timeout(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=_positive_float,
-        metavar="S",
-        help=f"{what}, in seconds (default: BRIDGE_SERVING__TIMEOUT_MS, 30 s)",
-    )
-
-
-def _add_server(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models-config",
-        type=Path,
-        metavar="PATH",
-        help="the models.config the server was started with (default: "
-        "BRIDGE_SERVING__MODELS_CONFIG)",
-    )
-    parser.add_argument(
-        "--grpc-target",
-        metavar="H:P",
-        help="TF Serving gRPC host:port (default: BRIDGE_SERVING__GRPC_TARGET, 127.0.0.1:8500)",
-    )
-
-
-def _add_kafka(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="H:P[,H:P]",
-        help="Kafka bootstrap servers (default: BRIDGE_KAFKA__BOOTSTRAP_SERVERS)",
-    )
-    parser.add_argument(
-        "--topic", help="the compacted control topic (default: BRIDGE_TOPICS__CONTROL)"
-    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -290,8 +242,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "Serving has no API that lists labels).",
     )
     status.add_argument("model", nargs="?", metavar="MODEL")
-    _add_server(status)
-    _add_timeout(status, "deadline of each call")
+    add_server(status)
+    add_config(status)
+    add_timeout(status, "deadline of each call")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=run_serving_status)
 
@@ -306,9 +259,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     label.add_argument("model", metavar="MODEL")
     label.add_argument("label", metavar="LABEL")
-    label.add_argument("version", metavar="VERSION", type=_positive_int)
-    _add_server(label)
-    _add_timeout(label, "how long VERSION may take to become AVAILABLE, and each call's deadline")
+    label.add_argument("version", metavar="VERSION", type=positive_int)
+    add_server(label)
+    add_config(label)
+    add_timeout(label, "how long VERSION may take to become AVAILABLE, and each call's deadline")
     label.add_argument(
         "--unload-unlabelled",
         action="store_true",
@@ -330,8 +284,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "latest routes per model: the last record per key wins, a null value deletes.",
     )
     show.add_argument("model", nargs="?", metavar="MODEL")
-    _add_kafka(show)
-    _add_timeout(show, "how long reading may take")
+    add_kafka(show)
+    add_config(show)
+    add_timeout(show, "how long reading may take")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=run_routes_show)
 
@@ -347,7 +302,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     set_.add_argument(
         "assignments", nargs="+", metavar="TARGET=WEIGHT", help="and shadow:TARGET=FRACTION"
     )
-    _add_kafka(set_)
+    add_kafka(set_)
     set_.add_argument("--no-check", action="store_true", help="do not ask the model server")
     set_.add_argument(
         "--protocol", choices=["grpc", "rest"], help="default: BRIDGE_SERVING__PROTOCOL, grpc"
@@ -361,12 +316,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     set_.add_argument(
         "--replication-factor",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         default=1,
         help="when the control topic is created (default: 1; use 3 on a production cluster)",
     )
-    _add_timeout(set_, "deadline of the checks and of the write")
+    add_config(set_)
+    add_timeout(set_, "deadline of the checks and of the write")
     set_.set_defaults(handler=run_routes_set)
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bridge.domain import Target
+from bridge.errors import DeadlineExceededError, ModelCallError, ServerUnavailableError
 from bridge.ops.disk import check_writable, readable_base, versions_on_disk, write_atomically
 from bridge.ops.errors import CommandError, UsageError
-from bridge.ops.model_service import ModelService, ServerCallError, VersionStatus
 from bridge.ops.models_config import (
     ModelsConfigError,
     ModelServerConfig,
@@ -38,6 +39,8 @@ from bridge.ops.models_config import (
     with_version_loaded,
     without_unlabelled,
 )
+from bridge.serving.grpc_client import GrpcModelClient
+from bridge.serving.model_service import ModelServiceClient, VersionStatus
 
 POLL_INTERVAL_S = 0.1
 
@@ -51,15 +54,16 @@ class LabelMove:
     grpc_target: str
     timeout_s: float
     unload_unlabelled: bool = False
+    max_message_bytes: int = 16 * 1024 * 1024
 
 
 class StatusSource(Protocol):
-    """What polling needs from ``ModelService`` (a seam for the unit tests)."""
+    """What polling needs from ``ModelServiceClient`` (a seam for the unit tests)."""
 
     @property
     def target(self) -> str: ...
 
-    async def status(self, model: str, timeout_s: float | None = None) -> list[VersionStatus]: ...
+    async def status(self, model: str) -> list[VersionStatus]: ...
 
 
 def read_models_config(path: Path) -> tuple[str, ModelServerConfig]:
@@ -76,12 +80,17 @@ def read_models_config(path: Path) -> tuple[str, ModelServerConfig]:
 async def model_status(service: StatusSource, model: str) -> list[VersionStatus]:
     try:
         return await service.status(model)
-    except ServerCallError as exc:
-        if exc.code == "UNAVAILABLE":
-            raise CommandError(
-                f"cannot reach the model server at {service.target}: {exc.message}"
-            ) from exc
-        raise CommandError(f"model server {service.target}: {exc}") from exc
+    except ServerUnavailableError as exc:
+        raise CommandError(
+            f"cannot reach the model server at {service.target}: {exc.message}"
+        ) from exc
+    except ModelCallError as exc:
+        raise CommandError(f"model server {service.target}: {_said(exc)}") from exc
+
+
+def _said(exc: ModelCallError) -> str:
+    """The server's words with their status, as TF Serving prints them."""
+    return f"{exc.status}: {exc.message}"
 
 
 def _status_of(statuses: list[VersionStatus], version: int) -> VersionStatus | None:
@@ -111,14 +120,13 @@ async def wait_until_available(
             return time.monotonic() - started
         if current is not None and current.failed and changed:
             raise CommandError(
-                f"version {version} of model {model} failed to load: "
-                f"{current.error_code}: {current.error_message}"
+                f"version {version} of model {model} failed to load: {current.error}"
             )
         if time.monotonic() >= deadline:
             if current is None:
                 state = "not known to the server"
             elif current.failed:
-                state = f"END with {current.error_code}: {current.error_message}"
+                state = f"END with {current.error}"
             else:
                 state = current.state
             raise CommandError(
@@ -128,12 +136,15 @@ async def wait_until_available(
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
-async def _verify_label(service: ModelService, move: LabelMove) -> int:
+async def _verify_label(client: GrpcModelClient, move: LabelMove) -> int:
     """The server resolves the label to the new version, or CommandError."""
     try:
-        served = await service.label_version(move.model, move.label)
-    except ServerCallError as exc:
-        raise CommandError(f"the server cannot resolve {move.model}@{move.label}: {exc}") from exc
+        # GetModelMetadata echoes the version a label resolves to; no other API reads it.
+        served = await client.served_version(Target(move.model, label=move.label))
+    except ModelCallError as exc:
+        raise CommandError(
+            f"the server cannot resolve {move.model}@{move.label}: {_said(exc)}"
+        ) from exc
     if served != move.version:
         raise CommandError(
             f"the server took the config but resolves {move.model}@{move.label} to "
@@ -167,7 +178,9 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
     except OSError as exc:
         raise CommandError(f"cannot rewrite {move.models_config}: {exc}") from exc
 
-    async with ModelService(move.grpc_target, move.timeout_s) as service:
+    client = GrpcModelClient(move.grpc_target, move.timeout_s, move.max_message_bytes)
+    service = client.model_service
+    try:
         statuses = await model_status(service, model)
         available = {s.version for s in statuses if s.available}
         step1 = with_version_loaded(original, model, version, available)
@@ -205,7 +218,7 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
                     say(f"unloading versions without a label: {_versions(dropped)}")
                     await _reload(service, final, "the config without unlabelled versions")
 
-            served = await _verify_label(service, move)
+            served = await _verify_label(client, move)
             _write_back(move.models_config, original_text, final)
         except (CommandError, OSError) as exc:
             problem = exc.message if isinstance(exc, CommandError) else str(exc)
@@ -223,6 +236,8 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
                 say("interrupted: sending the previous config back to the server")
                 say((await _restore(service, original, move.models_config)).strip())
             raise
+    finally:
+        await client.aclose()
 
     say(f"{model}: label {label} moved from {_version_text(previous)} to version {version}")
     say(f"  the server resolves {model}@{label} to version {served}")
@@ -248,27 +263,28 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
     say(f"wrote {move.models_config}" + (f" ({'; '.join(said)})" if said else ""))
 
 
-async def _reload(service: ModelService, config: ModelServerConfig, what: str) -> None:
+async def _reload(service: ModelServiceClient, config: ModelServerConfig, what: str) -> None:
     try:
         await service.reload(config)
-    except ServerCallError as exc:
-        if exc.code == "DEADLINE_EXCEEDED":
-            raise CommandError(
-                f"the server did not finish reloading {what} within {service.timeout_s:g} s ({exc})"
-            ) from exc
-        if exc.code == "UNAVAILABLE":
-            raise CommandError(
-                f"cannot reach the model server at {service.target} to reload {what}: {exc}"
-            ) from exc
-        raise CommandError(f"the server refused {what}: {exc}") from exc
+    except DeadlineExceededError as exc:
+        raise CommandError(
+            f"the server did not finish reloading {what} within {service.timeout_s:g} s "
+            f"({_said(exc)})"
+        ) from exc
+    except ServerUnavailableError as exc:
+        raise CommandError(
+            f"cannot reach the model server at {service.target} to reload {what}: {_said(exc)}"
+        ) from exc
+    except ModelCallError as exc:
+        raise CommandError(f"the server refused {what}: {_said(exc)}") from exc
 
 
-async def _restore(service: ModelService, original: ModelServerConfig, path: Path) -> str:
+async def _restore(service: ModelServiceClient, original: ModelServerConfig, path: Path) -> str:
     try:
         await service.reload(original)
-    except ServerCallError as exc:
+    except ModelCallError as exc:
         return (
-            f"\ncould not restore the previous config ({exc}); {path} is unchanged and the "
+            f"\ncould not restore the previous config ({_said(exc)}); {path} is unchanged and the "
             "server may run a different config: reload it by hand"
         )
     return f"\nrestored the previous config on the server; {path} was not written"

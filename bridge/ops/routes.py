@@ -14,18 +14,13 @@ from typing import Any
 
 from bridge.domain import Target, UnsupportedSignatureError
 from bridge.errors import ModelCallError, ServerUnavailableError
-from bridge.ops.control import (
-    ControlRecord,
-    ModelRoutes,
-    ensure_control_topic,
-    latest_routes,
-    read_control_topic,
-    write_routes,
-)
+from bridge.kafka.control_topic import ControlRecord, ControlState, ModelRoutes
+from bridge.ops.control import ensure_control_topic, read_control_topic, write_routes
 from bridge.ops.errors import CommandError
 from bridge.ops.output import table
 from bridge.pipeline.routing import Routes
 from bridge.serving.client import ModelClient
+from bridge.settings import KafkaConnection
 
 FALLBACK = "the bridge uses its configured routes"
 
@@ -37,60 +32,57 @@ def _when(timestamp_ms: int) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _routes_text(routes: Routes | None) -> tuple[str, str]:
-    if routes is None:
-        return "-", "-"
-    main = " ".join(f"{route.name}={route.weight}" for route in routes.routes)
-    shadow = f"{routes.shadow.name}={routes.shadow.fraction:g}" if routes.shadow else "-"
-    return main, shadow
+def _row(entry: ModelRoutes) -> list[str]:
+    routes = entry.routes
+    main = routes.weights_text if routes is not None else "-"
+    if entry.deleted:
+        main = f"(deleted: {FALLBACK})"
+    shadow = (routes.shadow_text if routes is not None else None) or "-"
+    return [entry.model, main, shadow, entry.latest.position, _when(entry.latest.timestamp_ms)]
 
 
-def render_routes(
-    state: dict[str, ModelRoutes], skipped: list[ControlRecord], topic: str, read: int
-) -> str:
-    lines = [f"control topic {topic}: {read} record(s) read, {len(state)} model(s)"]
-    if state:
-        rows = []
-        for entry in state.values():
-            main, shadow = _routes_text(entry.routes)
-            if entry.deleted:
-                main = f"(deleted: {FALLBACK})"
-            rows.append(
-                [entry.model, main, shadow, entry.latest.position, _when(entry.latest.timestamp_ms)]
-            )
+def render_routes(state: ControlState, topic: str) -> str:
+    lines = [f"control topic {topic}: {state.read} record(s) read, {len(state.models)} model(s)"]
+    if state.models:
+        rows = [_row(entry) for entry in state.models.values()]
         lines.append(table(["MODEL", "ROUTES", "SHADOW", "LATEST RECORD", "WRITTEN"], rows))
-    for entry in state.values():
+    for entry in state.models.values():
         if entry.problem is not None:
             kept = "the routes shown are the last valid ones" if entry.routes else "none before it"
             lines.append(
                 f"warning: the latest record for {entry.model} ({entry.latest.position}) is "
                 f"malformed: {entry.problem}; {kept}"
             )
-    if skipped:
-        lines.append(f"warning: {len(skipped)} record(s) without a usable key were skipped")
+    if state.skipped:
+        lines.append(f"warning: {len(state.skipped)} record(s) without a usable key were skipped")
+    if state.unreadable is not None:
+        lines.append(
+            f"warning: reading stopped at a record the client cannot read ({state.unreadable}); "
+            "what is shown comes before it"
+        )
     return "\n".join(lines)
 
 
-def routes_json(
-    state: dict[str, ModelRoutes], skipped: list[ControlRecord], topic: str, read: int
-) -> dict[str, Any]:
+def routes_json(state: ControlState, topic: str) -> dict[str, Any]:
     models: dict[str, Any] = {}
-    for entry in state.values():
-        routes = entry.routes
+    for entry in state.models.values():
+        body = entry.routes.as_dict() if entry.routes is not None else {}
         models[entry.model] = {
-            "routes": {route.name: route.weight for route in routes.routes} if routes else None,
-            "shadow": (
-                {"target": routes.shadow.name, "fraction": routes.shadow.fraction}
-                if routes and routes.shadow
-                else None
-            ),
+            "routes": body.get("routes"),
+            "shadow": body.get("shadow"),
             "deleted": entry.deleted,
             "problem": entry.problem,
             "partition": entry.latest.partition,
             "offset": entry.latest.offset,
             "timestamp_ms": entry.latest.timestamp_ms,
         }
-    return {"topic": topic, "records": read, "skipped": len(skipped), "models": models}
+    return {
+        "topic": topic,
+        "records": state.read,
+        "skipped": len(state.skipped),
+        "unreadable": state.unreadable,
+        "models": models,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +92,16 @@ class ShownRoutes:
 
 
 async def show_routes(
-    bootstrap: str, topic: str, model: str | None, timeout_s: float
+    kafka: KafkaConnection, topic: str, model: str | None, timeout_s: float
 ) -> ShownRoutes:
-    records = await read_control_topic(bootstrap, topic, timeout_s)
-    state, skipped = latest_routes(records)
+    state = await read_control_topic(kafka, topic, timeout_s)
     if model is not None:
-        state = {name: entry for name, entry in state.items() if name == model}
-        if not state:
+        only = {name: entry for name, entry in state.models.items() if name == model}
+        state = ControlState(only, [], state.read, state.unreadable)
+        if not only:
             text = f"control topic {topic}: no routes for {model} ({FALLBACK})"
-            return ShownRoutes(text, routes_json(state, [], topic, len(records)))
-    return ShownRoutes(
-        render_routes(state, skipped, topic, len(records)),
-        routes_json(state, skipped, topic, len(records)),
-    )
-
-
-def named_targets(routes: Routes) -> list[tuple[str, Target]]:
-    """Every target the routes name (weight 0 and shadow included), once each."""
-    named = [(route.name, route.target) for route in routes.routes]
-    if routes.shadow is not None:
-        named.append((routes.shadow.name, routes.shadow.target))
-    unique: dict[str, Target] = {}
-    for name, target in named:
-        unique.setdefault(name, target)
-    return list(unique.items())
+            return ShownRoutes(text, routes_json(state, topic))
+    return ShownRoutes(render_routes(state, topic), routes_json(state, topic))
 
 
 def _describe_target(target: Target) -> str:
@@ -135,7 +113,7 @@ def _describe_target(target: Target) -> str:
 async def check_targets(client: ModelClient, routes: Routes, signature: str, server: str) -> None:
     """Raise CommandError naming every target the server does not have."""
     problems: list[str] = []
-    for _name, named in named_targets(routes):
+    for _name, named in routes.named_targets():
         target = Target(named.model, named.label, named.version, signature)
         try:
             await client.get_signature(target)
@@ -156,21 +134,25 @@ async def check_targets(client: ModelClient, routes: Routes, signature: str, ser
 
 
 async def set_routes(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     routes: Routes,
     replication_factor: int,
     timeout_s: float,
     say: Callable[[str], None],
 ) -> ControlRecord:
-    for note in await ensure_control_topic(bootstrap, topic, replication_factor, timeout_s):
+    for note in await ensure_control_topic(kafka, topic, replication_factor, timeout_s):
         say(note)
+    before = (await read_control_topic(kafka, topic, timeout_s)).models.get(routes.model)
     value = routes.to_json()
-    record = await write_routes(bootstrap, topic, routes.model, value, timeout_s)
-    main, shadow = _routes_text(routes)
-    say(
-        f"wrote routes for {routes.model} to {topic} ({record.position}): {main}"
-        + ("" if shadow == "-" else f" shadow:{shadow}")
-    )
+    record = await write_routes(kafka, topic, routes.model, value, timeout_s)
+    say(f"wrote routes for {routes.model} to {topic} ({record.position}): {routes.describe()}")
     say(f"  key {routes.model}  value {value.decode()}")
+    say(f"  replaced {_in_force(before)}")
     return record
+
+
+def _in_force(entry: ModelRoutes | None) -> str:
+    if entry is None or entry.routes is None:
+        return f"no routes ({FALLBACK})"
+    return entry.routes.describe()

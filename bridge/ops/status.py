@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.errors import ModelCallError, ServerUnavailableError
 from bridge.ops.disk import readable_base, versions_on_disk
-from bridge.ops.model_service import ModelService, ServerCallError, VersionStatus
 from bridge.ops.models_config import (
     ModelServerConfig,
     describe_policy,
@@ -20,6 +20,7 @@ from bridge.ops.models_config import (
     model_names,
 )
 from bridge.ops.output import table
+from bridge.serving.model_service import ModelServiceClient, VersionStatus
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ModelReport:
                 {
                     "version": status.version,
                     "state": status.state,
-                    "error_code": status.error_code,
+                    "error_code": status.error_code.name,
                     "error_message": status.error_message,
                     "labels": self.labels_for(status.version),
                 }
@@ -96,15 +97,14 @@ def reports_from_config(config: ModelServerConfig | None, only: str | None) -> l
     return reports
 
 
-async def fill_versions(reports: list[ModelReport], service: ModelService) -> None:
+async def fill_versions(reports: list[ModelReport], service: ModelServiceClient) -> None:
     for report in reports:
         try:
             report.versions = await service.status(report.name)
-        except ServerCallError as exc:
-            if exc.code == "UNAVAILABLE":
-                report.error = f"cannot reach the model server at {service.target}: {exc.message}"
-            else:
-                report.error = str(exc)
+        except ServerUnavailableError as exc:
+            report.error = f"cannot reach the model server at {service.target}: {exc.message}"
+        except ModelCallError as exc:
+            report.error = f"{exc.status}: {exc.message}"
 
 
 def render_status(
@@ -133,7 +133,7 @@ def render_status(
                 str(status.version),
                 status.state,
                 ",".join(report.labels_for(status.version)) or "-",
-                "" if status.error_code == "OK" else f"{status.error_code}: {status.error_message}",
+                status.error,
             ]
             for status in report.versions
         ]

@@ -11,7 +11,7 @@ from bridge.domain import Signature, Target
 from bridge.errors import ModelNotFoundError, RejectedInputError, ServerUnavailableError
 from bridge.ops import commands
 from bridge.ops.errors import CommandError
-from bridge.ops.routes import check_targets, named_targets
+from bridge.ops.routes import check_targets
 from bridge.pipeline.routing import parse_assignments
 from tests.ops.servers import fake_models_config
 
@@ -195,7 +195,7 @@ class _Server:
 
 async def test_check_targets_asks_for_every_named_target_once() -> None:
     routes = parse_assignments("fraud", ["stable=90", "canary=10", "2=0", "shadow:canary=0.5"])
-    assert [name for name, _ in named_targets(routes)] == ["stable", "canary", "2"]
+    assert [name for name, _ in routes.named_targets()] == ["stable", "canary", "2"]
     server = _Server({"stable", "canary"}, {2})
     await check_targets(server, routes, "serving_default", "tfs:8500")  # type: ignore[arg-type]
     assert [str(t) for t in server.asked] == ["fraud@stable", "fraud@canary", "fraud@2"]

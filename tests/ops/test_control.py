@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bridge.ops.control import ControlRecord, latest_routes
+from typing import Any
+
+from bridge.kafka.control_topic import ControlRecord, ControlState, fold
 from bridge.ops.routes import render_routes, routes_json
 from bridge.pipeline.routing import parse_assignments
 
@@ -18,6 +20,12 @@ def _record(
 
 def _value(model: str, *assignments: str) -> bytes:
     return parse_assignments(model, assignments).to_json()
+
+
+def latest_routes(records: list[ControlRecord]) -> tuple[dict[str, Any], list[ControlRecord]]:
+    state = fold(records)
+    assert state.read == len(records)
+    return state.models, state.skipped
 
 
 def test_the_last_record_per_key_wins() -> None:
@@ -103,8 +111,8 @@ def test_rendered_text_and_json() -> None:
         _record(1, "churn", None),
         _record(2, None, b"x"),
     ]
-    state, skipped = latest_routes(records)
-    text = render_routes(state, skipped, "bridge-control", len(records))
+    state = fold(records)
+    text = render_routes(state, "bridge-control")
     lines = text.splitlines()
     assert lines[0] == "control topic bridge-control: 3 record(s) read, 2 model(s)"
     assert lines[1].split() == ["MODEL", "ROUTES", "SHADOW", "LATEST", "RECORD", "WRITTEN"]
@@ -112,8 +120,20 @@ def test_rendered_text_and_json() -> None:
     assert lines[3].split()[:4] == ["fraud", "stable=90", "canary=10", "canary=0.05"]
     assert lines[1].index("SHADOW") == lines[3].index("canary=0.05")  # aligned
     assert lines[-1] == "warning: 1 record(s) without a usable key were skipped"
-    document = routes_json(state, skipped, "bridge-control", len(records))
+    document = routes_json(state, "bridge-control")
     assert document["models"]["fraud"]["routes"] == {"stable": 90, "canary": 10}
     assert document["models"]["fraud"]["shadow"] == {"target": "canary", "fraction": 0.05}
     assert document["models"]["churn"]["deleted"] is True
     assert document["skipped"] == 1
+    assert document["records"] == 3 and document["unreadable"] is None
+
+
+def test_a_read_that_stopped_early_says_so() -> None:
+    state = fold([_record(0, "fraud", _value("fraud", "stable=1"))])
+    cut = ControlState(state.models, state.skipped, state.read, "CorruptRecordException: CRC")
+    text = render_routes(cut, "bridge-control")
+    assert text.splitlines()[-1] == (
+        "warning: reading stopped at a record the client cannot read "
+        "(CorruptRecordException: CRC); what is shown comes before it"
+    )
+    assert routes_json(cut, "bridge-control")["unreadable"] == "CorruptRecordException: CRC"

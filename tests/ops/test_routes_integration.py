@@ -14,6 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bridge.ops import commands
 from bridge.ops.control import read_control_topic
+from bridge.settings import OpsKafka
 from tests.ops.servers import Served, model_server
 
 pytestmark = pytest.mark.integration
@@ -124,10 +125,10 @@ def test_an_unknown_label_is_refused_and_nothing_is_written(
     assert commands.main(["routes", "set", "fraud", "stable=50", "7=50"]) == 1
     assert "version 7 of model fraud: NOT_FOUND" in capsys.readouterr().err
 
-    records = asyncio.run(read_control_topic(kafka_bootstrap, env, 30))
-    assert [(r.key, r.value) for r in records] == [
-        (b"fraud", b'{"model":"fraud","routes":{"stable":100}}')
-    ]
+    state = asyncio.run(read_control_topic(OpsKafka(bootstrap_servers=kafka_bootstrap), env, 30))
+    assert state.read == 1
+    (latest,) = [entry.latest for entry in state.models.values()]
+    assert (latest.key, latest.value) == (b"fraud", b'{"model":"fraud","routes":{"stable":100}}')
 
 
 def test_a_refused_first_set_does_not_even_create_the_topic(

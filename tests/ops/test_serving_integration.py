@@ -17,7 +17,6 @@ from bridge.domain import Target
 from bridge.errors import ModelCallError
 from bridge.ops import commands
 from bridge.ops.labels import LabelMove, move_label
-from bridge.ops.model_service import ModelService
 from bridge.ops.models_config import find_model, labels_of, parse_models_config, specific_versions
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.grpc_client import GrpcModelClient
@@ -47,8 +46,11 @@ def label_version(served: Served, label: str) -> int:
 
 
 async def states(served: Served) -> dict[int, str]:
-    async with ModelService(served.server.grpc_target, 10) as service:
-        return {s.version: s.state for s in await service.status("fraud")}
+    client = GrpcModelClient(served.server.grpc_target, 10, 4 * 1024 * 1024)
+    try:
+        return {s.version: s.state for s in await client.model_service.status("fraud")}
+    finally:
+        await client.aclose()
 
 
 def config_file(served: Served) -> tuple[dict[str, int], list[int] | None]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.ops.model_service import VersionStatus
+import grpc
+
 from bridge.ops.models_config import parse_models_config
 from bridge.ops.status import ModelReport, render_status, reports_from_config
+from bridge.serving.model_service import VersionStatus
+
+OK, UNKNOWN = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
 
 CONFIG = """\
 model_config_list {
@@ -40,9 +44,9 @@ def test_reports_take_labels_and_policy_from_the_config() -> None:
 def test_render_aligns_versions_with_their_labels_and_warns_about_odd_ones() -> None:
     fraud, churn = reports_from_config(parse_models_config(CONFIG), None)
     fraud.versions = [
-        VersionStatus(3, "END", "UNKNOWN", "Could not load"),
-        VersionStatus(2, "AVAILABLE", "OK", ""),
-        VersionStatus(1, "AVAILABLE", "OK", ""),
+        VersionStatus(3, "END", UNKNOWN, "Could not load"),
+        VersionStatus(2, "AVAILABLE", OK, ""),
+        VersionStatus(1, "AVAILABLE", OK, ""),
     ]
     churn.error = "NOT_FOUND: Could not find any versions of model churn"
     text = render_status([fraud, churn], "tfs:8500", Path("/etc/models.config"), {"fraud", "churn"})
@@ -67,7 +71,7 @@ def test_render_aligns_versions_with_their_labels_and_warns_about_odd_ones() -> 
 
 
 def test_render_without_a_models_config_says_labels_are_unknown() -> None:
-    report = ModelReport("fraud", versions=[VersionStatus(1, "AVAILABLE", "OK", "")])
+    report = ModelReport("fraud", versions=[VersionStatus(1, "AVAILABLE", OK, "")])
     text = render_status([report], "tfs:8500", None, set())
     assert "models.config (none: labels unknown)" in text
     assert "  1        AVAILABLE  -" in text
