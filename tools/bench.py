@@ -50,6 +50,7 @@ from bridge.ops.output import table
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.client import ModelClient
 from tools import report
+from tools.harness import processes
 from tools.harness.broker import DevBroker
 from tools.harness.outputs import Output, Outputs, SourceKey
 from tools.harness.payments import payments
@@ -335,14 +336,7 @@ class PassThroughProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return processes.stop_process(self.process, timeout_s)
 
 
 # -- the bench ---------------------------------------------------------------------------------

@@ -43,14 +43,7 @@ from tools.chart import AbChart, VersionSeries, write_ab_chart
 from tools.harness.broker import DevBroker
 from tools.harness.outputs import Output, Outputs, SourceKey
 from tools.harness.payments import payments
-from tools.harness.processes import (
-    REPO,
-    BridgeProcess,
-    ModelServer,
-    bridge_env,
-    create_topics_sync,
-    log_events,
-)
+from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics_sync
 from tools.report import say
 
 TOPICS = ("payments", "payments.scored", "payments.failed")
@@ -412,7 +405,7 @@ def summarize(
     if exit_code != 0:
         problems.append(f"the bridge exited with {exit_code} (see bridge.log)")
     problems.extend(_move_problems(move, sent, failures, results, first_produce))
-    stopped = _stopped_counts(bridge)
+    stopped = report.stopped_counts(bridge)
     return {
         "ok": not problems,
         "problems": problems,
@@ -643,15 +636,6 @@ def _write_chart(summary: dict[str, Any], path: Path) -> Path | None:
         return None
 
 
-def _stopped_counts(bridge: BridgeProcess) -> dict[str, Any]:
-    """The bridge's own counts from its final ``stopped`` log line."""
-    stopped = log_events(bridge, "stopped")
-    if not stopped:
-        return {}
-    keys = ("events", "results", "failures", "drained", "handed_back")
-    return {key: stopped[-1].get(key) for key in keys}
-
-
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -763,11 +747,8 @@ def print_ab(summary: dict[str, Any]) -> None:
         for route, groups in ab["by_route_version"].items()
         for k, g in groups.items()
     ]
-    say(
-        table(
-            ["route", "version", *AB_HEADERS], rows, align="ll" + "r" * len(AB_HEADERS), rule=True
-        )
-    )
+    headers = ["route", "version", *AB_HEADERS]
+    say(table(headers, rows, align="ll" + "r" * len(AB_HEADERS), rule=True))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ from aiokafka import AIOKafkaProducer
 
 from tools.harness.outputs import LATENCY_FETCH_WAIT_MS, Output, Outputs, SourceKey
 from tools.harness.payments import Payment
-from tools.harness.processes import REPO, ModelServer, local_models_config
+from tools.harness.processes import (
+    REPO,
+    BridgeProcess,
+    ModelServer,
+    local_models_config,
+    log_events,
+)
 
 MODEL = "fraud"
 SERVING = REPO / "serving"
@@ -136,6 +142,15 @@ def rss_mb(pid: int | None) -> float | None:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return None
+
+
+def stopped_counts(bridge: BridgeProcess) -> dict[str, Any]:
+    """The bridge's own counts from its final ``stopped`` log line."""
+    stopped = log_events(bridge, "stopped")
+    if not stopped:
+        return {}
+    keys = ("events", "results", "failures", "drained", "handed_back")
+    return {key: stopped[-1].get(key) for key in keys}
 
 
 # -- inputs ------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class ModelServer:
 
     def stop(self) -> int | None:
         """SIGTERM (a clean shutdown), SIGKILL if it lingers; the exit code."""
-        return _stop(self.process)
+        return stop_process(self.process)
 
     def __enter__(self) -> ModelServer:
         return self.start()
@@ -206,7 +206,7 @@ class BridgeProcess:
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM: the bridge finishes its work, commits and exits 0."""
-        return _stop(self.process, timeout_s)
+        return stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: a crash; nothing is flushed or committed."""
@@ -268,7 +268,8 @@ def assigned(bridge: BridgeProcess) -> set[int] | None:
     return set(events[-1]["partitions"]) if events else None
 
 
-def _stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> int | None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> int | None:
+    """SIGTERM, SIGKILL if it lingers past ``timeout_s``; the exit code (None: never started)."""
     if process is None:
         return None
     if process.poll() is None:
