@@ -59,10 +59,10 @@ chaos: $(STAMP) $(MODELS) ## Long fault runs (kill -9, outages, broker stalls, c
 proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
 	$(PY) proto/generate.py
 
-lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/ and serving/
+lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/, serving/ and tools/
 	$(VENV)/bin/ruff check bridge serving tests proto tools
 	$(VENV)/bin/ruff format --check bridge serving tests proto tools
-	$(VENV)/bin/mypy bridge serving
+	$(VENV)/bin/mypy bridge serving tools
 
 clean: ## Remove the virtualenv, generated models and run output
 	rm -rf $(VENV) serving/models out
