@@ -3,7 +3,7 @@
     fetch (GuardedFetch) ─> intake ─route─> Lane(batcher) ──batches──> workers (Predictor)
        ^ flow control (room, pause, holds)                                 │ outcomes
        │                                                                   v
-    PartitionLedger per partition <──────────── resolve ────────────── slots
+    PartitionLedger per partition <──────── Delivery.finish ────────── slots
                       │ ready slots, in offset order
                 delivery: emitter ──> producer ──ack──> committer ──> commit
 
