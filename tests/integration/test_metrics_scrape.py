@@ -80,12 +80,14 @@ async def test_metrics_match_the_records_written(
         records = [record for source in outputs.by_source().values() for record in source]
 
     valid = sum(1 for item in items if item.expected == "result")
-    # Shadow calls are best effort and nothing waits for them: give them a moment.
+    # Shadow calls are best effort and nothing waits for them: give them a moment. The
+    # outputs may all be read before the first commit interval ends: wait for one too.
     deadline = time.monotonic() + 30
     while True:
         samples = await scrape(port)
         shadow = total(samples, "bridge_shadow_records_total")
-        if shadow >= valid or time.monotonic() > deadline:
+        committed = total(samples, "bridge_commits_total", outcome="ok")
+        if (shadow >= valid and committed >= 1) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
 
