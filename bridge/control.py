@@ -19,7 +19,7 @@ from bridge.kafka.control_topic import ControlTopicReader, ModelRoutes, apply_re
 from bridge.pipeline.routing import Routes
 from bridge.settings import KafkaSettings
 
-log = structlog.get_logger("bridge.control")
+log = structlog.get_logger(__name__)
 
 OnRoutes = Callable[[Routes | None], Awaitable[None]]
 TOPIC_WAIT_S = 10.0

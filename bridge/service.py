@@ -42,7 +42,7 @@ from bridge.settings import Settings
 from bridge.shadow import ShadowMirror
 from bridge.workers import Workers
 
-log = structlog.get_logger("bridge")
+log = structlog.get_logger(__name__)
 
 SHUTDOWN_STEP_S = 5.0  # longest one Kafka step of the shutdown may take
 

@@ -20,7 +20,7 @@ from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.lanes import Pending
 from bridge.serving.client import ModelClient
 
-log = structlog.get_logger("bridge.shadow")
+log = structlog.get_logger(__name__)
 
 
 class ShadowMirror:

