@@ -1,4 +1,5 @@
-"""The bridge's runtime stays small: no module under ``bridge`` imports TensorFlow."""
+"""The bridge's runtime stays small: no module under ``bridge`` imports TensorFlow, and
+what it does not use is not loaded."""
 
 from __future__ import annotations
 
@@ -45,3 +46,12 @@ def test_the_service_does_not_even_need_numpy() -> None:
     loaded = _top_level_modules_after_importing(service)
     assert "aiokafka" in loaded
     assert "numpy" not in loaded
+
+
+def test_a_bridge_that_serves_no_metrics_does_not_load_prometheus_client() -> None:
+    # What `bridge run` imports with BRIDGE_METRICS__PORT=0: the metrics are counted, and
+    # the library is loaded at the first scrape only.
+    running = ["bridge.cli", "bridge.app", "bridge.serving.grpc_client", "bridge.metrics"]
+    loaded = _top_level_modules_after_importing(running)
+    assert "grpc" in loaded
+    assert "prometheus_client" not in loaded
