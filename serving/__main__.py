@@ -26,6 +26,7 @@ from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.options import ServerOptions, parse_args
 from serving.rest_api import RestApi, build_app
+from serving.ssl_config import read_ssl_config, server_credentials
 
 log = logging.getLogger("serving")
 
@@ -60,7 +61,11 @@ def _batcher(options: ServerOptions) -> Batcher | None:
 
 @contextlib.asynccontextmanager
 async def _grpc_server(
-    options: ServerOptions, manager: ModelManager, batcher: Batcher | None, metrics: Metrics
+    options: ServerOptions,
+    manager: ModelManager,
+    batcher: Batcher | None,
+    metrics: Metrics,
+    credentials: grpc.ServerCredentials | None,
 ) -> AsyncIterator[grpc.aio.Server]:
     server = await grpc_api.build_server(
         manager,
@@ -71,7 +76,10 @@ async def _grpc_server(
     )
     address = f"{options.host}:{options.port}"
     try:
-        server.add_insecure_port(address)
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise ServingError(
             grpc.StatusCode.UNKNOWN, f"Failed to BuildAndStart gRPC server at {address}"
@@ -128,6 +136,12 @@ async def serve(options: ServerOptions) -> int:
             config = model_config.single_model_config(options.model_name, options.model_base_path)
         metrics_path = _metrics_path(options)  # read now so a bad file fails the start
         batcher = _batcher(options)
+        # Read before any model loads, so a bad file fails the start at once.
+        credentials = (
+            server_credentials(read_ssl_config(options.ssl_config_file))
+            if options.ssl_config_file
+            else None
+        )
     except ServingError as exc:
         return _fail(exc)
 
@@ -136,7 +150,7 @@ async def serve(options: ServerOptions) -> int:
     try:
         await manager.start(config)
         async with (
-            _grpc_server(options, manager, batcher, metrics),
+            _grpc_server(options, manager, batcher, metrics, credentials),
             _rest_server(options, manager, batcher, metrics),
         ):
             if metrics_path is not None:

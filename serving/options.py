@@ -48,6 +48,7 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     grpc_max_threads: int | None = None  # None = upstream's 4 x schedulable CPUs
     enable_grpc_healthcheck_service: bool = False
+    ssl_config_file: str = ""  # "" = plaintext gRPC
     host: str = "127.0.0.1"  # local only; upstream binds 0.0.0.0
 
     def resolved_grpc_max_threads(self) -> int:
@@ -99,6 +100,7 @@ _STR_FLAGS = (
     "model_config_file",
     "batching_parameters_file",
     "monitoring_config_file",
+    "ssl_config_file",
     "host",
 )
 
