@@ -45,6 +45,7 @@ def _run(config: Path | None) -> int:
         return 2
     # Imported after the settings are valid: a bad setting fails fast, without the Kafka stack.
     from bridge.app import Bridge
+    from bridge.kafka.clients import ssl_context
     from bridge.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
@@ -53,7 +54,13 @@ def _run(config: Path | None) -> int:
         # Built inside the loop: grpc.aio channels bind to the loop they are made in.
         return await Bridge(settings).run()
 
-    return asyncio.run(serve())
+    try:
+        if settings.kafka.security_protocol.endswith("SSL"):
+            ssl_context(settings.kafka)  # a key OpenSSL refuses stops here, before any call
+        return asyncio.run(serve())
+    except SettingsError as exc:  # TLS that cannot work (bridge.kafka.clients.KafkaTlsError)
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.kafka_security import check_security
+
 ENV_PREFIX = "BRIDGE_"
 NESTED_DELIMITER = "__"
 
@@ -43,6 +45,16 @@ class KafkaConnection(_Section):
     )
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle (PEM); unset: the system's CAs")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mTLS")
+    ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of SSL_CERTFILE")
+    ssl_key_password: SecretStr | None = Field(None, description="SSL_KEYFILE's password")
+    ssl_check_hostname: bool = Field(True, description="Broker certificate must name its host")
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> KafkaConnection:
+        check_security(self)  # files readable, pairs complete, nothing set that would be ignored
+        return self
 
 
 class KafkaSettings(KafkaConnection):
