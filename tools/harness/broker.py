@@ -58,9 +58,13 @@ class BrokerStartError(RuntimeError):
 class DevBroker:
     """One Tansu process on ``127.0.0.1:port``; a context manager that always stops it."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", advertised_port: int | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # A TLS terminator's port (tools.harness.tls): clients reach every broker through it.
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile(prefix="tansu-")
 
@@ -80,7 +84,7 @@ class DevBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.host}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -1,0 +1,235 @@
+"""Kafka over TLS and mTLS, against the dev broker behind a real TLS terminator.
+
+stunnel4 (``tools.harness.tls``) accepts TLS on a loopback port and forwards to the
+broker, which advertises stunnel's port, so every connection after bootstrap goes
+through TLS too. Certificates are made per module with ``openssl``. The test's own
+clients (topics, input, reading the outputs) use the same CA and client certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.procs import Bridges
+from tools.harness.broker import DevBroker, free_port
+from tools.harness.payments import payments
+from tools.harness.processes import REPO, ModelServer, bridge_env
+from tools.harness.tls import Certs, Stunnel, make_certs, stunnel_binary
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 30
+
+
+class Cluster:
+    def __init__(self, bootstrap: str, certs: Certs, mtls: bool) -> None:
+        self.bootstrap, self.certs, self.mtls = bootstrap, certs, mtls
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SSL",
+            "BRIDGE_KAFKA__SSL_CAFILE": str(self.certs.ca),
+        }
+        if self.mtls:
+            env["BRIDGE_KAFKA__SSL_CERTFILE"] = str(self.certs.client_cert)
+            env["BRIDGE_KAFKA__SSL_KEYFILE"] = str(self.certs.client_key)
+        return {**env, **overrides}
+
+    def options(self) -> dict[str, object]:
+        context = ssl.create_default_context(cafile=str(self.certs.ca))
+        if self.mtls:
+            context.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SSL",
+            "ssl_context": context,
+        }
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if stunnel_binary() is None:
+        pytest.skip("needs stunnel4 on PATH (apt-get install stunnel4; `make test` installs it)")
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _cluster(certs: Certs, mtls: bool) -> Iterator[Cluster]:
+    tls_port = free_port()
+    with (
+        DevBroker(advertised_port=tls_port) as broker,
+        Stunnel(certs, tls_port, broker.port, mtls=mtls),
+    ):
+        yield Cluster(f"127.0.0.1:{tls_port}", certs, mtls)
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certs: Certs) -> Iterator[Cluster]:
+    yield from _cluster(certs, mtls=False)
+
+
+@pytest.fixture(scope="module")
+def mtls_cluster(certs: Certs) -> Iterator[Cluster]:
+    yield from _cluster(certs, mtls=True)
+
+
+async def make_topics(cluster: Cluster, prefix: str) -> tuple[str, str, str]:
+    names = (f"{prefix}-in", f"{prefix}-out", f"{prefix}-dlq")
+    admin = AIOKafkaAdminClient(**cluster.options())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 2, 1) for name in names])
+    finally:
+        await admin.close()
+    return names
+
+
+async def send_events(cluster: Cluster, topic: str) -> set[tuple[int, int]]:
+    producer = AIOKafkaProducer(**cluster.options(), acks="all")
+    await producer.start()
+    try:
+        sent = set()
+        for payment in payments(EVENTS, seed=3):
+            meta = await producer.send_and_wait(topic, payment.value, key=payment.key)
+            sent.add((meta.partition, meta.offset))
+        return sent
+    finally:
+        await producer.stop()
+
+
+async def read_outputs(
+    cluster: Cluster, topics: tuple[str, ...], count: int
+) -> list[tuple[str, dict[str, object], dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(
+        *topics, **cluster.options(), auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out = []
+    try:
+        async with asyncio.timeout(90):
+            while len(out) < count:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    for r in records:
+                        value = json.loads(r.value) if tp.topic.endswith("-out") else {}
+                        out.append((tp.topic, value, dict(r.headers)))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def delivers_every_event(
+    cluster: Cluster, prefix: str, server: ModelServer, bridges: Bridges
+) -> None:
+    source, results, failures = await make_topics(cluster, prefix)
+    sent = await send_events(cluster, source)
+    env = bridge_env(
+        cluster.bootstrap, (source, results, failures), server, group=f"{prefix}-g", **cluster.env()
+    )
+    bridge = await bridges.start_assigned(env)
+    outputs = await read_outputs(cluster, (results, failures), len(sent))
+    assert [o for o in outputs if o[0] == failures] == []
+    got = [(o[1]["source"]["partition"], o[1]["source"]["offset"]) for o in outputs]  # type: ignore[index]
+    assert sorted(got) == sorted(sent)  # every event, one record each
+    assert bridge.stop() == 0
+
+
+async def test_the_bridge_delivers_every_event_over_tls(
+    tls_cluster: Cluster, topic_prefix: str, model_server: ModelServer, bridges: Bridges
+) -> None:
+    await delivers_every_event(tls_cluster, topic_prefix, model_server, bridges)
+
+
+async def test_the_bridge_delivers_every_event_over_mtls(
+    mtls_cluster: Cluster, topic_prefix: str, model_server: ModelServer, bridges: Bridges
+) -> None:
+    await delivers_every_event(mtls_cluster, topic_prefix, model_server, bridges)
+
+
+def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *argv],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_routes_set_and_show_over_mtls(mtls_cluster: Cluster, topic_prefix: str) -> None:
+    env = {
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": mtls_cluster.bootstrap,
+        "BRIDGE_TOPICS__CONTROL": f"{topic_prefix}-control",
+        **mtls_cluster.env(),
+    }
+    done = run(env, "routes", "set", "fraud", "stable=70", "canary=30", "--no-check")
+    assert done.returncode == 0, done.stderr
+    shown = run(env, "routes", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["models"]["fraud"]["routes"] == {"stable": 70, "canary": 30}
+
+
+def refused_at_start(cluster: Cluster, server: ModelServer, **overrides: str) -> str:
+    env = bridge_env(cluster.bootstrap, ("in", "out", "dlq"), server, **cluster.env(**overrides))
+    done = run(env, "run")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr + done.stdout
+    return done.stderr
+
+
+@pytest.mark.xfail(
+    reason="open: the bridge exits 1, not 2: the start-time TLS probe does not yet see "
+    "stunnel's refusal of a session without a client certificate",
+    strict=True,
+)
+def test_mtls_without_a_client_certificate_stops_the_bridge(
+    mtls_cluster: Cluster, model_server: ModelServer
+) -> None:
+    env = mtls_cluster.env()
+    del env["BRIDGE_KAFKA__SSL_CERTFILE"], env["BRIDGE_KAFKA__SSL_KEYFILE"]
+    stderr = refused_at_start(
+        Cluster(mtls_cluster.bootstrap, mtls_cluster.certs, False), model_server
+    )
+    assert "BRIDGE_KAFKA__SSL_CERTFILE" in stderr, stderr
+
+
+def test_a_wrong_ca_stops_the_bridge(
+    tls_cluster: Cluster, model_server: ModelServer, certs: Certs
+) -> None:
+    stderr = refused_at_start(
+        tls_cluster, model_server, BRIDGE_KAFKA__SSL_CAFILE=str(certs.other_ca)
+    )
+    assert "not trusted" in stderr and "BRIDGE_KAFKA__SSL_CAFILE" in stderr, stderr
+
+
+def test_an_expired_client_certificate_stops_the_bridge(
+    mtls_cluster: Cluster, model_server: ModelServer, certs: Certs
+) -> None:
+    stderr = refused_at_start(
+        mtls_cluster,
+        model_server,
+        BRIDGE_KAFKA__SSL_CERTFILE=str(certs.expired_cert),
+        BRIDGE_KAFKA__SSL_KEYFILE=str(certs.expired_key),
+    )
+    assert "BRIDGE_KAFKA__SSL_CERTFILE" in stderr, stderr
+
+
+def test_a_ca_file_that_does_not_exist_stops_the_bridge(
+    tls_cluster: Cluster, model_server: ModelServer, tmp_path: Path
+) -> None:
+    stderr = refused_at_start(
+        tls_cluster, model_server, BRIDGE_KAFKA__SSL_CAFILE=str(tmp_path / "missing.pem")
+    )
+    assert "BRIDGE_KAFKA__SSL_CAFILE" in stderr, stderr
