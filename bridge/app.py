@@ -42,7 +42,10 @@ def make_client(settings: Settings) -> ModelClient:
         from bridge.serving.grpc_client import GrpcModelClient
 
         return GrpcModelClient(
-            serving.grpc_target, serving.timeout_ms / 1000, serving.max_message_mb * 1024 * 1024
+            serving.grpc_target,
+            serving.timeout_ms / 1000,
+            serving.max_message_mb * 1024 * 1024,
+            serving.tls(),
         )
     from bridge.serving.rest_client import RestModelClient
 

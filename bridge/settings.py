@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.kafka_security import check_security
+from bridge.serving.tls import ServingTlsSettings
 
 ENV_PREFIX = "BRIDGE_"
 NESTED_DELIMITER = "__"
@@ -112,7 +113,7 @@ class TopicsSettings(_Section):
     shadow: str | None = Field(None, description="Topic for shadow results (needed with a shadow)")
 
 
-class ServingSettings(_Section):
+class ServingSettings(_Section, ServingTlsSettings):
     protocol: Literal["grpc", "rest"] = Field("grpc", description="How to call TF Serving")
     grpc_target: str = Field("127.0.0.1:8500", description="TF Serving gRPC host:port")
     rest_url: str = Field("http://127.0.0.1:8501", description="TF Serving REST base URL")

@@ -109,7 +109,9 @@ def run_serving_status(args: argparse.Namespace) -> int:
             )
         config = read_models_config(path)[1] if path is not None else None
         reports = reports_from_config(config, args.model)
-        client = GrpcModelClient(target, _timeout_s(args, settings), _max_message_bytes(settings))
+        client = GrpcModelClient(
+            target, _timeout_s(args, settings), _max_message_bytes(settings), settings.serving.tls()
+        )
         try:
             await fill_versions(reports, client.model_service)
         finally:
@@ -155,6 +157,7 @@ def run_serving_label(args: argparse.Namespace) -> int:
             timeout_s=_timeout_s(args, settings),
             unload_unlabelled=args.unload_unlabelled,
             max_message_bytes=_max_message_bytes(settings),
+            tls=settings.serving.tls(),
         )
         await move_label(move, say)
         return 0
@@ -192,7 +195,8 @@ def _model_client(args: argparse.Namespace, settings: OpsSettings) -> tuple[Mode
         connect_s = min(timeout_s, settings.serving.connect_timeout_ms / 1000)
         return RestModelClient(url, timeout_s, connect_timeout_s=connect_s), url
     target = _grpc_target(args, settings)
-    return GrpcModelClient(target, timeout_s, _max_message_bytes(settings)), target
+    tls = settings.serving.tls()
+    return GrpcModelClient(target, timeout_s, _max_message_bytes(settings), tls), target
 
 
 def run_routes_set(args: argparse.Namespace) -> int:

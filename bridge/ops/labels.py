@@ -41,6 +41,7 @@ from bridge.ops.models_config import (
 )
 from bridge.serving.grpc_client import GrpcModelClient
 from bridge.serving.model_service import ModelServiceClient, VersionStatus
+from bridge.serving.tls import ServingTls
 
 POLL_INTERVAL_S = 0.1
 
@@ -55,6 +56,7 @@ class LabelMove:
     timeout_s: float
     unload_unlabelled: bool = False
     max_message_bytes: int = 16 * 1024 * 1024
+    tls: ServingTls | None = None
 
 
 class StatusSource(Protocol):
@@ -178,7 +180,7 @@ async def move_label(move: LabelMove, say: Callable[[str], None]) -> None:
     except OSError as exc:
         raise CommandError(f"cannot rewrite {move.models_config}: {exc}") from exc
 
-    client = GrpcModelClient(move.grpc_target, move.timeout_s, move.max_message_bytes)
+    client = GrpcModelClient(move.grpc_target, move.timeout_s, move.max_message_bytes, move.tls)
     service = client.model_service
     try:
         statuses = await model_status(service, model)

@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+import structlog
 
 from bridge.errors import ModelCallError, error_for_grpc_status
+from bridge.serving.tls import ServingTls
 from bridge.wire import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 # Connection backoff on loopback: first retry after 0.5 s, then at most every 1 s
@@ -40,6 +42,8 @@ RECONNECT_MAX_MS = 1_000
 # than one reconnect interval (with jitter), so a waiting probe sees an attempt.
 PROBE_CONNECT_WAIT_S = 1.5
 _CONNECT_POLL_S = 0.02
+
+log = structlog.get_logger(__name__)
 
 _Response = TypeVar("_Response")
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
@@ -68,15 +72,53 @@ def error_for(code: grpc.StatusCode, message: str) -> ModelCallError:
     return error_for_grpc_status(code.name, message or code.name)
 
 
+def _open_channel(
+    target: str, options: list[tuple[str, Any]], tls: ServingTls | None
+) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    ca, chain, key = tls.pem()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=chain
+    )
+    if tls.target_name:
+        options = [*options, ("grpc.ssl_target_name_override", tls.target_name)]
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def _unreachable_hint(detail: str, tls: ServingTls | None) -> str | None:
+    lowered = detail.lower()
+    if "handshake" in lowered:
+        return (
+            "TLS handshake failure: check that BRIDGE_SERVING__SSL_CAFILE holds the CA of the "
+            "server's certificate and that the certificate names the target "
+            "(or BRIDGE_SERVING__SSL_TARGET_NAME)"
+        )
+    if "socket closed" not in lowered:
+        return None
+    # The server hung up during connect: what TLS servers do to clients they refuse.
+    if tls is None:
+        return "a TLS-only server closes plaintext connections: set BRIDGE_SERVING__SSL_CAFILE"
+    if tls.certfile is None:
+        return (
+            "TLS handshake failure likely: a server that requires client certificates "
+            "(TF Serving's client_verify) closes the connection of a client without one: "
+            "set BRIDGE_SERVING__SSL_CERTFILE and BRIDGE_SERVING__SSL_KEYFILE"
+        )
+    return "TLS handshake failure likely: the server refused the client certificate"
+
+
 class GrpcChannel:
     """One channel and its two stubs; ``call`` gives each call its deadline."""
 
-    def __init__(self, target: str, timeout_s: float, max_message_bytes: int) -> None:
+    def __init__(
+        self, target: str, timeout_s: float, max_message_bytes: int, tls: ServingTls | None = None
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(
-            target, options=channel_options(max_message_bytes)
-        )
+        self._channel = _open_channel(target, channel_options(max_message_bytes), tls)
+        self._tls = tls
+        self._unreachable: str | None = None  # the detail last logged, until a call succeeds
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -87,9 +129,25 @@ class GrpcChannel:
         timeout_s: float | None = None,
     ) -> _Response:
         try:
-            return await method(request, timeout=timeout_s or self.timeout_s)
+            response = await method(request, timeout=timeout_s or self.timeout_s)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._log_unreachable(exc.details() or "")
             raise error_for(exc.code(), exc.details() or "") from exc
+        self._unreachable = None
+        return response
+
+    def _log_unreachable(self, detail: str) -> None:
+        """Say why the server cannot be reached, once per distinct reason.
+
+        The outage hold only says the server is down; a TLS mistake looks the same
+        to it, and would otherwise be found only by reading gRPC's own debug logs.
+        """
+        if detail == self._unreachable:
+            return
+        self._unreachable = detail
+        hint = _unreachable_hint(detail, self._tls)
+        log.warning("model_server_unreachable", target=self.target, detail=detail, hint=hint)
 
     async def connect(self, within_s: float) -> bool:
         """Ask the channel to connect now and wait up to ``within_s`` for it; True if READY.

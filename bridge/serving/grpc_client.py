@@ -25,6 +25,7 @@ from bridge.errors import ModelCallError, ModelNotFoundError, RejectedInputError
 from bridge.serving.grpc_channel import PROBE_CONNECT_WAIT_S, GrpcChannel
 from bridge.serving.model_service import ModelServiceClient
 from bridge.serving.tensors import decode_tensor, encode_inputs, split_outputs
+from bridge.serving.tls import ServingTls
 from bridge.wire import get_model_metadata_pb2, meta_graph_pb2, model_pb2, predict_pb2
 
 __all__ = ["PROBE_CONNECT_WAIT_S", "GrpcModelClient", "signature_from_def"]
@@ -33,8 +34,10 @@ _SIGNATURE_DEF_MAP = "tensorflow.serving.SignatureDefMap"
 
 
 class GrpcModelClient:
-    def __init__(self, target: str, timeout_s: float, max_message_bytes: int) -> None:
-        self._channel = GrpcChannel(target, timeout_s, max_message_bytes)
+    def __init__(
+        self, target: str, timeout_s: float, max_message_bytes: int, tls: ServingTls | None = None
+    ) -> None:
+        self._channel = GrpcChannel(target, timeout_s, max_message_bytes, tls)
         self.model_service = ModelServiceClient(self._channel)
 
     async def predict(
