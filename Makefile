@@ -13,7 +13,7 @@ GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit serve models proto lint demo bench chaos clean
+.PHONY: help venv test test-unit serve models proto lint demo bench chaos clean stunnel
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,7 +35,15 @@ $(LOCAL_CONFIG): serving/models.config
 	mkdir -p out
 	sed 's#"/models/#"$(CURDIR)/serving/models/#' serving/models.config > $@
 
-test: $(STAMP) $(MODELS) ## Run every test (unit and integration)
+# The TLS tests put stunnel4 (Debian) in front of the dev broker: installed here when it is
+# missing and this is root on Debian; otherwise those tests skip and say why.
+stunnel:
+	@command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && apt-get install -y -qq stunnel4 >/dev/null; } || \
+	  echo "stunnel4 is not installed: the TLS tests will skip"
+
+test: $(STAMP) $(MODELS) stunnel ## Run every test (unit and integration)
 	$(PY) -m pytest
 
 test-unit: $(STAMP) ## Run the unit tests only (no sockets, no subprocesses)
