@@ -122,9 +122,13 @@ async def tls_refusal(kafka: KafkaConnection) -> str | None:
                     # Under TLS 1.3 the broker judges the client certificate after the
                     # handshake; its refusal arrives with the first read.
                     writer.write(_API_VERSIONS)
-                    await reader.read(4)
+                    answered = len(await reader.read(4)) == 4
                 finally:
                     writer.close()
+            if not answered:
+                # A terminator (stunnel with verify = 2) that refuses the certificate, or
+                # its absence, may just close the session: nothing but TLS was spoken.
+                return _refused(server, kafka, "closed the session without a reply")
         except ssl.SSLCertVerificationError as exc:
             return (
                 f"the broker's certificate at {server} is not trusted ({exc.verify_message}): "
@@ -132,19 +136,23 @@ async def tls_refusal(kafka: KafkaConnection) -> str | None:
                 "BRIDGE_KAFKA__SSL_CHECK_HOSTNAME"
             )
         except ssl.SSLError as exc:
-            if kafka.ssl_certfile is None:
-                return (
-                    f"the broker at {server} refused the TLS session ({exc.reason}): it may "
-                    "want a client certificate: set BRIDGE_KAFKA__SSL_CERTFILE and SSL_KEYFILE"
-                )
-            return (
-                f"the broker at {server} refused the client certificate "
-                f"BRIDGE_KAFKA__SSL_CERTFILE={kafka.ssl_certfile} ({exc.reason}): expired, "
-                "or not signed by a CA the broker trusts"
-            )
+            return _refused(server, kafka, str(exc.reason))
         except (OSError, TimeoutError, ValueError):
             continue  # not a TLS problem (or not this server's): aiokafka's error stands
     return None
+
+
+def _refused(server: str, kafka: KafkaConnection, why: str) -> str:
+    if kafka.ssl_certfile is None:
+        return (
+            f"the broker at {server} refused the TLS session ({why}): it may want a "
+            "client certificate: set BRIDGE_KAFKA__SSL_CERTFILE and SSL_KEYFILE"
+        )
+    return (
+        f"the broker at {server} refused the client certificate "
+        f"BRIDGE_KAFKA__SSL_CERTFILE={kafka.ssl_certfile} ({why}): expired, "
+        "or not signed by a CA the broker trusts"
+    )
 
 
 async def _start(start: Any, kafka: KafkaConnection) -> None:
