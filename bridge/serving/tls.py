@@ -83,6 +83,9 @@ class ServingTlsSettings(BaseModel):
         if unused and self.ssl_cafile is None:
             # Without the CA the connection is plaintext: these would be ignored.
             raise ValueError(f"{', '.join(unused)} set without {_PREFIX}SSL_CAFILE (turns TLS on)")
+        if self.ssl_cafile is not None and getattr(self, "protocol", "grpc") == "rest":
+            # The REST client speaks plain HTTP so far: it would ignore the files silently.
+            raise ValueError(f"{_PREFIX}SSL_CAFILE is for gRPC only (REST over https is not built)")
         return self
 
     def tls(self) -> ServingTls | None:

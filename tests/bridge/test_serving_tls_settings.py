@@ -112,6 +112,13 @@ def test_client_files_without_the_ca_are_refused(
     assert f"{CERT}, {KEY}, {NAME} set without {CA}" in problem
 
 
+def test_tls_files_with_the_rest_protocol_are_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, certs: Certs
+) -> None:
+    problem = _problem(monkeypatch, **{CA: certs.ca, "BRIDGE_SERVING__PROTOCOL": "rest"})
+    assert f"{CA} is for gRPC only" in problem
+
+
 def test_bridge_run_exits_2_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
