@@ -122,7 +122,12 @@ async def tls_refusal(kafka: KafkaConnection) -> str | None:
                     # Under TLS 1.3 the broker judges the client certificate after the
                     # handshake; its refusal arrives with the first read.
                     writer.write(_API_VERSIONS)
+                    await writer.drain()
                     answered = len(await reader.read(4)) == 4
+                except ssl.SSLError as exc:
+                    return _refused(server, kafka, str(exc.reason))
+                except OSError as exc:  # reset or closed right after the handshake
+                    return _refused(server, kafka, type(exc).__name__)
                 finally:
                     writer.close()
             if not answered:
