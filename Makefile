@@ -6,6 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MODELS := serving/models/fraud/1/saved_model.pb serving/models/fraud/2/saved_model.pb
+# The bridge as shipped: the runtime dependencies only, for the bridge processes that the
+# tests, demo, bench and chaos start (memory and start-up measured without the dev extras).
+RUNTIME_VENV  := .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
+export BRIDGE_RUNTIME_PYTHON := $(CURDIR)/$(RUNTIME_VENV)/bin/python
 # TF Serving wants absolute base paths; the committed configs name the container's
 # /models, so local runs get a copy pointing at this checkout.
 LOCAL_CONFIG := out/models.local.config
@@ -24,7 +29,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[serving,dev]'
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv and install the project with its extras
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+venv: $(STAMP) $(RUNTIME_STAMP) ## Create .venv (the project with its extras) and .venv-runtime (the bridge alone)
 
 $(MODELS) &: $(STAMP) serving/demo_model.py
 	$(PY) -m serving.demo_model --output serving/models/fraud
@@ -43,7 +54,7 @@ stunnel:
 	    apt-get update -qq && apt-get install -y -qq stunnel4 >/dev/null; } || \
 	  echo "stunnel4 is not installed: the TLS tests will skip"
 
-test: $(STAMP) $(MODELS) stunnel ## Run every test (unit and integration)
+test: $(STAMP) $(RUNTIME_STAMP) $(MODELS) stunnel ## Run every test (unit and integration)
 	$(PY) -m pytest
 
 test-unit: $(STAMP) ## Run the unit tests only (no sockets, no subprocesses)
@@ -55,13 +66,13 @@ serve: $(STAMP) $(MODELS) $(LOCAL_CONFIG) ## Start the local TF Serving-compatib
 	    --enable_batching --batching_parameters_file=serving/batching.config \
 	    --monitoring_config_file=serving/monitoring.config
 
-demo: $(STAMP) $(MODELS) ## Run everything end to end on one machine and print a summary
+demo: $(STAMP) $(RUNTIME_STAMP) $(MODELS) ## Run everything end to end on one machine and print a summary
 	$(PY) -m tools.demo
 
-bench: $(STAMP) $(MODELS) ## Measure the bridge beside its two limits (direct calls, pass-through)
+bench: $(STAMP) $(RUNTIME_STAMP) $(MODELS) ## Measure the bridge beside its two limits (direct calls, pass-through)
 	$(PY) -m tools.bench
 
-chaos: $(STAMP) $(MODELS) ## Long fault runs (kill -9, outages, broker stalls, churn, fuzz), one table
+chaos: $(STAMP) $(RUNTIME_STAMP) $(MODELS) ## Long fault runs (kill -9, outages, broker stalls, churn, fuzz), one table
 	$(PY) -m tools.chaos
 
 proto: $(STAMP) ## Regenerate bridge/wire from proto/ (leaves git diff clean)
@@ -73,4 +84,4 @@ lint: $(STAMP) ## ruff on everything, mypy --strict on bridge/, serving/ and too
 	$(VENV)/bin/mypy bridge serving tools
 
 clean: ## Remove the virtualenv, generated models and run output
-	rm -rf $(VENV) serving/models out
+	rm -rf $(VENV) $(RUNTIME_VENV) serving/models out
