@@ -19,7 +19,17 @@ from tools.harness.processes import REPO
 pytestmark = pytest.mark.integration
 
 # What a source checkout holds besides the sources; none of it is needed to build.
-NOT_SOURCES = (".git", ".venv", ".venv-runtime", "out", "build", "dist", "models", "*.egg-info", "__pycache__")
+NOT_SOURCES = (
+    ".git",
+    ".venv",
+    ".venv-runtime",
+    "out",
+    "build",
+    "dist",
+    "models",
+    "*.egg-info",
+    "__pycache__",
+)
 
 
 def build_wheel(source: Path, out: Path) -> Path:
