@@ -15,7 +15,7 @@ import pytest
 from bridge.cli import main
 from bridge.serving.tls import ServingTls
 from bridge.settings import SettingsError, load_ops_settings, load_settings
-from tests.serving.tls_certs import Certs, make_certs
+from tools.harness.tls import Certs, make_certs
 
 REQUIRED = {
     "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9092",

@@ -21,8 +21,8 @@ import pytest
 
 from tests.integration.kafka_io import Outputs, Producer, make_topics, payment_items
 from tests.integration.procs import Bridges, demo_server, log_events
-from tests.serving.tls_certs import Certs, make_certs
 from tools.harness.processes import BridgeProcess, ModelServer, bridge_env
+from tools.harness.tls import Certs, make_certs
 
 pytestmark = pytest.mark.integration
 

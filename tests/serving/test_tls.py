@@ -26,8 +26,8 @@ from tensorflow_serving.apis import (
 from serving.errors import ServingError
 from serving.ssl_config import SSLConfig, read_ssl_config, server_credentials
 from tests.serving.server_process import ServerProcess, launch, running_server
-from tests.serving.tls_certs import Certs, make_certs
 from tests.serving.toy_models import ModelStore
+from tools.harness.tls import Certs, make_certs
 
 TIMEOUT = 20
 

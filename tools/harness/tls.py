@@ -1,4 +1,8 @@
-"""TLS in front of the dev broker: throwaway certificates and a stunnel4 terminator.
+"""Throwaway certificates for the TLS tests, and a stunnel4 terminator for the dev broker.
+
+The certificates are made by the ``openssl`` command (``cryptography`` is not a
+dependency): the Kafka tests use them through stunnel, the TF Serving tests as the
+local server's ``--ssl_config_file`` (``Certs.write_ssl_config``).
 
 Tansu's own TLS listener does not work (``../shared/reference/dev-broker.md``), so
 stunnel accepts TLS on a loopback port and forwards the plain bytes to the broker,
@@ -25,6 +29,9 @@ from tools.harness.broker import STOP_TIMEOUT_S
 
 READY_TIMEOUT_S = 10.0
 KEY_PASSWORD = "client-key-password"  # noqa: S105 - a throwaway test key's
+# Names the server certificate is valid for; tests connect to 127.0.0.1, and the TF
+# Serving tests override the name to model-server.test (BRIDGE_SERVING__SSL_TARGET_NAME).
+SERVER_NAMES = "DNS:localhost,IP:127.0.0.1,DNS:model-server.test"
 
 
 def stunnel_binary() -> str | None:
@@ -46,6 +53,23 @@ class Certs:
     expired_cert: Path
     expired_key: Path
     other_ca: Path
+
+    def ssl_config(self, *, client_verify: bool) -> str:
+        """An ``SSLConfig`` text proto with the PEM contents inline, as TF Serving reads it."""
+
+        def quoted(path: Path) -> str:
+            return '"' + path.read_text(encoding="ascii").replace("\n", "\\n") + '"'
+
+        return (
+            f"server_key: {quoted(self.server_key)}\n"
+            f"server_cert: {quoted(self.server_cert)}\n"
+            f"custom_ca: {quoted(self.ca)}\n"
+            f"client_verify: {'true' if client_verify else 'false'}\n"
+        )
+
+    def write_ssl_config(self, path: Path, *, client_verify: bool) -> Path:
+        path.write_text(self.ssl_config(client_verify=client_verify), encoding="ascii")
+        return path
 
 
 def _openssl(*args: str | Path) -> None:
@@ -105,7 +129,7 @@ def make_certs(directory: Path) -> Certs:
         "server",
         ca,
         36500,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        f"subjectAltName={SERVER_NAMES}\nextendedKeyUsage=serverAuth\n",
     )
     client_ext = "extendedKeyUsage=clientAuth\n"
     client = _signed(directory, "client", ca, 36500, client_ext)
