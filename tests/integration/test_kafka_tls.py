@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.integration.procs import Bridges
 from tools.harness.broker import DevBroker, free_port
 from tools.harness.payments import payments
-from tools.harness.processes import REPO, ModelServer, bridge_env
+from tools.harness.processes import ModelServer, bridge_env, run_bridge
 from tools.harness.tls import Certs, Stunnel, make_certs, stunnel_binary
 
 pytestmark = pytest.mark.integration
@@ -155,35 +152,22 @@ async def test_the_bridge_delivers_every_event_over_mtls(
     await delivers_every_event(mtls_cluster, topic_prefix, model_server, bridges)
 
 
-def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *argv],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_routes_set_and_show_over_mtls(mtls_cluster: Cluster, topic_prefix: str) -> None:
     env = {
         "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": mtls_cluster.bootstrap,
         "BRIDGE_TOPICS__CONTROL": f"{topic_prefix}-control",
         **mtls_cluster.env(),
     }
-    done = run(env, "routes", "set", "fraud", "stable=70", "canary=30", "--no-check")
+    done = run_bridge(env, "routes", "set", "fraud", "stable=70", "canary=30", "--no-check")
     assert done.returncode == 0, done.stderr
-    shown = run(env, "routes", "show", "--json")
+    shown = run_bridge(env, "routes", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["models"]["fraud"]["routes"] == {"stable": 70, "canary": 30}
 
 
 def refused_at_start(cluster: Cluster, server: ModelServer, **overrides: str) -> str:
     env = bridge_env(cluster.bootstrap, ("in", "out", "dlq"), server, **cluster.env(**overrides))
-    done = run(env, "run")
+    done = run_bridge(env, "run")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr + done.stdout
     return done.stderr

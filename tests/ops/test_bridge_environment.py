@@ -3,9 +3,6 @@ TOML file, as processes against the dev broker and a real model server."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import pytest
 
 from bridge.settings import load_settings
 from tests.ops.servers import Served, model_server
-from tools.harness.processes import REPO, bridge_env
+from tools.harness.processes import bridge_env, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -49,19 +46,6 @@ def full_env(kafka_bootstrap: str, prefix: str, served: Served) -> dict[str, str
         BRIDGE_DELIVERY__COMMIT_INTERVAL_MS="200",
         BRIDGE_METRICS__PORT="0",
         BRIDGE_LOG__FORMAT="json",
-    )
-
-
-def bridge(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *argv],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 
@@ -101,11 +85,11 @@ def test_routes_and_serving_commands_take_the_bridges_environment(
         monkeypatch.setenv(name, value)
     assert load_settings().topics.input == f"{topic_prefix}-in"
 
-    done = bridge(env, "routes", "set", "fraud", "stable=80", "canary=20", "shadow:canary=0.05")
+    done = run_bridge(env, "routes", "set", "fraud", "stable=80", "canary=20", "shadow:canary=0.05")
     assert done.returncode == 0, done.stderr
     assert f"wrote routes for fraud to {topic_prefix}-control" in done.stdout
 
-    shown = bridge(env, "routes", "show", "--json")
+    shown = run_bridge(env, "routes", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     fraud = orjson.loads(shown.stdout)["models"]["fraud"]
     assert (fraud["routes"], fraud["shadow"]) == (
@@ -113,7 +97,7 @@ def test_routes_and_serving_commands_take_the_bridges_environment(
         {"target": "canary", "fraction": 0.05},
     )
 
-    status = bridge(env, "serving", "status")
+    status = run_bridge(env, "serving", "status")
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines() if line.startswith("  ")]
     assert rows[1:] == [["2", "AVAILABLE", "canary"], ["1", "AVAILABLE", "stable"]]
@@ -127,12 +111,12 @@ def test_the_commands_take_the_bridges_config_file(
     config.write_text(as_toml(env))
     assert load_settings(config).model.routes == {"stable": 90, "canary": 10}
 
-    done = bridge({}, "routes", "set", "fraud", "stable=1", "--config", str(config))
+    done = run_bridge({}, "routes", "set", "fraud", "stable=1", "--config", str(config))
     assert done.returncode == 0, done.stderr
-    shown = bridge({}, "routes", "show", "fraud", "--config", str(config))
+    shown = run_bridge({}, "routes", "show", "fraud", "--config", str(config))
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[2].split()[:2] == ["fraud", "stable=1"]
-    status = bridge({}, "serving", "status", "fraud", "--json", "--config", str(config))
+    status = run_bridge({}, "serving", "status", "fraud", "--json", "--config", str(config))
     assert status.returncode == 0, status.stderr
     assert orjson.loads(status.stdout)["models"][0]["labels"] == {"canary": 2, "stable": 1}
 
@@ -141,6 +125,6 @@ def test_an_invalid_setting_the_commands_use_still_exits_2(
     kafka_bootstrap: str, topic_prefix: str, served: Served
 ) -> None:
     env = full_env(kafka_bootstrap, topic_prefix, served)
-    done = bridge({**env, "BRIDGE_KAFKA__SECURITY_PROTOCOL": "TLS"}, "routes", "show")
+    done = run_bridge({**env, "BRIDGE_KAFKA__SECURITY_PROTOCOL": "TLS"}, "routes", "show")
     assert done.returncode == 2
     assert "BRIDGE_KAFKA__SECURITY_PROTOCOL: Input should be" in done.stderr

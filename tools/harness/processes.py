@@ -289,6 +289,20 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.
     return process.returncode
 
 
+def run_bridge(env: Mapping[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bridge ARGV`` to its end with only ``env``'s BRIDGE_* settings, captured."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *argv],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def bridge_env(
     bootstrap: str,
     topics: tuple[str, str, str],

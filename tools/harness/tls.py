@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tools.harness.broker import STOP_TIMEOUT_S
+from tools.harness.processes import stop_process
 
 READY_TIMEOUT_S = 10.0
 KEY_PASSWORD = "client-key-password"  # noqa: S105 - a throwaway test key's
@@ -215,13 +216,7 @@ class Stunnel:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, STOP_TIMEOUT_S)
 
     def __enter__(self) -> Stunnel:
         return self.start()
