@@ -50,7 +50,10 @@ def make_client(settings: Settings) -> ModelClient:
     from bridge.serving.rest_client import RestModelClient
 
     return RestModelClient(
-        serving.rest_url, serving.timeout_ms / 1000, serving.connect_timeout_ms / 1000
+        serving.rest_url,
+        serving.timeout_ms / 1000,
+        serving.connect_timeout_ms / 1000,
+        tls=None,
     )
 
 
@@ -182,7 +185,11 @@ class Bridge:
             )
             consumer = make_consumer(settings.kafka)
             # The salvage path's own protocol client: raw fetches of what aiokafka cannot read.
-            salvager = Salvager(make_raw_client(settings.kafka), settings.kafka.fetch_max_bytes)
+            salvager = Salvager(
+                make_raw_client(settings.kafka),
+                settings.kafka.fetch_max_bytes,
+                read_committed=settings.kafka.isolation_level == "read_committed",
+            )
             service = Service(
                 settings,
                 consumer,

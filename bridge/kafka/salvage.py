@@ -18,6 +18,7 @@ Fetch request on a client of its own) and reads them with its own tolerant reade
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aiokafka import TopicPartition
@@ -28,7 +29,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from bridge.errors import BadHeaderError, CorruptBatchError, RecordError, UndecodableBatchError
 from bridge.kafka.batches import RawRecord, ReadBatch, read_batches
 
-READ_UNCOMMITTED = 0
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 FETCH_WAIT_MS = 100
 
 
@@ -48,6 +49,14 @@ class SalvagedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Aborted:
+    """An aborted transaction, as a read_committed Fetch names it."""
+
+    producer_id: int
+    first_offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class Salvage:
     records: list[SalvagedRecord]
     resume_at: int  # where the client goes on reading
@@ -57,20 +66,23 @@ class Salvage:
 class Salvager:
     """Raw fetches on a client of its own, started the first time it is needed."""
 
-    def __init__(self, client: AIOKafkaClient, max_bytes: int) -> None:
+    def __init__(self, client: AIOKafkaClient, max_bytes: int, read_committed: bool) -> None:
         self._client = client
         self._started = False
         self._max_bytes = max_bytes
+        # As the consumer reads: under read_committed the broker answers only up to the
+        # last stable offset and names the aborted transactions, whose records are skipped.
+        self._isolation = READ_COMMITTED if read_committed else READ_UNCOMMITTED
 
     async def salvage(self, tp: TopicPartition, offset: int, cause: BaseException) -> Salvage:
         """Read ``tp`` from ``offset`` up to and including its first wrong batch.
 
         Raises ``KafkaError`` when the raw fetch itself fails (the caller retries).
         """
-        data = await self._fetch(tp, offset)
-        return read_salvage(tp, offset, data, f"{type(cause).__name__}: {cause}")
+        data, aborted = await self._fetch(tp, offset)
+        return read_salvage(tp, offset, data, f"{type(cause).__name__}: {cause}", aborted)
 
-    async def _fetch(self, tp: TopicPartition, offset: int) -> bytes:
+    async def _fetch(self, tp: TopicPartition, offset: int) -> tuple[bytes, list[Aborted]]:
         client = self._client
         if not self._started:
             await client.bootstrap()
@@ -87,17 +99,21 @@ class Salvager:
             FETCH_WAIT_MS,
             1,
             self._max_bytes,
-            READ_UNCOMMITTED,
+            self._isolation,
             [(tp.topic, [(tp.partition, offset, self._max_bytes)])],
         )
         response = await client.send(node, request)
-        for topic, partitions in response.topics:
-            for partition, error_code, _highwater, *data in partitions:
-                if (topic, partition) == (tp.topic, tp.partition):
-                    error = for_code(error_code)
-                    if error_code:
-                        raise error(f"raw fetch of {tp} at {offset}")
-                    return bytes(data[-1] or b"")
+        # By name: the fields between the error code and the records differ by version.
+        for topic in response.to_object()["topics"]:
+            for part in topic["partitions"]:
+                if (topic["topics"], part["partition"]) == (tp.topic, tp.partition):
+                    if part["error_code"]:
+                        raise for_code(part["error_code"])(f"raw fetch of {tp} at {offset}")
+                    aborted = [
+                        Aborted(entry["producer_id"], entry["first_offset"])
+                        for entry in part.get("aborted_transactions") or ()
+                    ]
+                    return bytes(part["message_set"] or b""), aborted
         raise KafkaError(f"the raw fetch of {tp} at {offset} answered without it")
 
     async def close(self) -> None:
@@ -105,17 +121,31 @@ class Salvager:
             await self._client.close()
 
 
-def read_salvage(tp: TopicPartition, offset: int, data: bytes, cause: str) -> Salvage:
-    """What the raw bytes at ``offset`` hold, up to the first wrong batch (pure)."""
+def read_salvage(
+    tp: TopicPartition, offset: int, data: bytes, cause: str, aborted: Sequence[Aborted] = ()
+) -> Salvage:
+    """What the raw bytes at ``offset`` hold, up to the first wrong batch (pure).
+
+    ``aborted``: the transactions the broker named as aborted (read_committed only).
+    """
     records: list[SalvagedRecord] = []
     resume_at = offset
     broken = 0
+    pending = sorted(aborted, key=lambda entry: entry.first_offset)
+    aborting: set[int] = set()  # producers whose open transaction was aborted
     for batch in read_batches(data):
+        # A transaction counts as aborted from its first offset to its abort marker.
+        while pending and pending[0].first_offset <= batch.last_offset:
+            aborting.add(pending.pop(0).producer_id)
+        if batch.is_control:
+            aborting.discard(batch.producer_id)
         if batch.last_offset < offset:
             continue  # the broker answers from the start of the batch holding the offset
         resume_at = batch.last_offset + 1
         if batch.is_control:
             continue  # transaction markers are not events
+        if batch.is_transactional and batch.producer_id in aborting:
+            continue  # an aborted transaction's records are not events under read_committed
         if batch.problem is None:
             good = [_good(tp, record) for record in batch.records if record.offset >= offset]
             records.extend(good)

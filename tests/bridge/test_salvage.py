@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 
 from bridge.errors import BadHeaderError, CorruptBatchError, UndecodableBatchError
-from bridge.kafka.salvage import read_salvage
-from tools.harness.batches import build, flip_last_byte, with_header_key, with_payload
+from bridge.kafka.salvage import Aborted, read_salvage
+from tools.harness.batches import build, fix_crc, flip_last_byte, with_header_key, with_payload
 
 TP = TopicPartition("payments", 2)
 GOOD = [(b"k0", b'{"a": 0}', [("trace", b"t0")]), (b"k1", b'{"a": 1}', [])]
@@ -91,3 +91,28 @@ def test_a_batch_nothing_can_be_read_from_is_one_range() -> None:
 def test_nothing_at_the_offset_moves_nothing() -> None:
     salvage = read_salvage(TP, 50, b"", "x")
     assert salvage.records == [] and salvage.resume_at == 50
+
+
+def _control(base_offset: int, producer_id: int) -> bytearray:
+    entry = (b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00", [])
+    marker = build([entry], base_offset=base_offset, transactional=True, producer_id=producer_id)
+    marker[22] |= 0x20  # the control flag (the marker's contents are not read)
+    return fix_crc(marker)
+
+
+def test_under_read_committed_an_aborted_transactions_records_are_skipped() -> None:
+    # Producer 7 aborts offsets 0-1 (marker at 2); producer 8 commits 3-4 (marker at 5);
+    # producer 7 then writes 6-7 in a new transaction that commits (marker at 8).
+    data = (
+        build(GOOD, base_offset=0, transactional=True, producer_id=7)
+        + _control(2, 7)
+        + build(GOOD, base_offset=3, transactional=True, producer_id=8)
+        + _control(5, 8)
+        + build(GOOD, base_offset=6, transactional=True, producer_id=7)
+        + _control(8, 7)
+    )
+    committed = read_salvage(TP, 0, bytes(data), "x", [Aborted(7, 0)])
+    assert [r.offset for r in committed.records] == [3, 4, 6, 7]
+    assert committed.resume_at == 9
+    uncommitted = read_salvage(TP, 0, bytes(data), "x")
+    assert [r.offset for r in uncommitted.records] == [0, 1, 3, 4, 6, 7]
