@@ -19,8 +19,8 @@ from aiokafka.errors import KafkaError
 
 from bridge.kafka.clients import make_admin, make_reader, make_writer
 from bridge.kafka.control_topic import ControlRecord, ControlState, ControlTopicReader
-from bridge.ops.errors import CommandError
-from bridge.settings import KafkaConnection
+from bridge.ops.errors import CommandError, UsageError
+from bridge.settings import KafkaConnection, SettingsError
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -36,6 +36,10 @@ async def _kafka_step(what: str, kafka: KafkaConnection, timeout_s: float) -> As
             yield
     except TimeoutError as exc:
         raise CommandError(f"could not {what} on {where} in {timeout_s:g} s") from exc
+    except SettingsError as exc:
+        # The factory found the TLS or SASL settings wrong (a refused certificate or
+        # login): a usage error, exit 2 as for `bridge run`, naming the setting.
+        raise UsageError(f"cannot {what} on {where}: {exc}") from exc
     except KafkaError as exc:
         raise CommandError(f"cannot {what} on {where}: {exc}") from exc
 

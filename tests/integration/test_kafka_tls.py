@@ -165,6 +165,23 @@ def test_routes_set_and_show_over_mtls(mtls_cluster: Cluster, topic_prefix: str)
     assert json.loads(shown.stdout)["models"]["fraud"]["routes"] == {"stable": 70, "canary": 30}
 
 
+@pytest.mark.parametrize("command", [("routes", "show"), ("routes", "set", "fraud", "stable=1")])
+def test_the_commands_name_the_setting_a_refused_tls_session_points_at(
+    tls_cluster: Cluster, topic_prefix: str, certs: Certs, command: tuple[str, ...]
+) -> None:
+    env = {
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": tls_cluster.bootstrap,
+        "BRIDGE_TOPICS__CONTROL": f"{topic_prefix}-control",
+        **tls_cluster.env(BRIDGE_KAFKA__SSL_CAFILE=str(certs.other_ca)),
+    }
+    done = (
+        run_bridge(env, *command, "--no-check") if "set" in command else run_bridge(env, *command)
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert "not trusted" in done.stderr and "BRIDGE_KAFKA__SSL_CAFILE" in done.stderr, done.stderr
+
+
 def refused_at_start(cluster: Cluster, server: ModelServer, **overrides: str) -> str:
     env = bridge_env(cluster.bootstrap, ("in", "out", "dlq"), server, **cluster.env(**overrides))
     done = run_bridge(env, "run")
