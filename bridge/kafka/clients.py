@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import ssl
 import struct
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from bridge.settings import KafkaConnection, KafkaSettings, SettingsError
@@ -160,17 +167,98 @@ def _refused(server: str, kafka: KafkaConnection, why: str) -> str:
     )
 
 
+# -- SASL --------------------------------------------------------------------------------
+
+
+class KafkaSaslError(SettingsError, KafkaConnectionError):  # type: ignore[misc] # untyped base
+    """The broker refused the SASL login: exit 2 for ``bridge run``, a Kafka failure for
+    the operator commands (as ``KafkaTlsError``)."""
+
+
+# The mechanisms whose login is the username and password; OAUTHBEARER's token errors
+# are bridge.kafka.oauth's to explain.
+_PASSWORD_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+_SASL_SETTINGS = (
+    "check BRIDGE_KAFKA__SASL_USERNAME, BRIDGE_KAFKA__SASL_PASSWORD and "
+    "BRIDGE_KAFKA__SASL_MECHANISM"
+)
+# What one aiokafka connection accepts of a client's options (no bootstrap list, no
+# client-only knobs); read from aiokafka so an option added to _connection passes through.
+_CONNECTION_OPTIONS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port"}
+
+
+async def sasl_refusal(kafka: KafkaConnection) -> str | None:
+    """Why the SASL login at the bootstrap servers fails, naming the settings; None if it
+    works or fails for a reason that is not the login (an unreachable broker).
+
+    aiokafka logs a refused login and raises only "Unable to bootstrap", or lets its SCRAM
+    client's KeyError/ValueError out when the server's last message is an error (Tansu
+    sends one) - so a client that cannot start asks once more, on one connection, why.
+    """
+    options = {
+        key: value
+        for key, value in _connection(kafka, int(_CHECK_TIMEOUT_S * 1000)).items()
+        if key in _CONNECTION_OPTIONS
+    }
+    who = f"BRIDGE_KAFKA__SASL_USERNAME={kafka.sasl_username} with {kafka.sasl_mechanism}"
+    for server in kafka.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(_CHECK_TIMEOUT_S):
+                connection = await create_conn(host, int(port), **options)
+        except (SaslAuthenticationFailed, KeyError, ValueError) as exc:
+            if isinstance(exc, SaslAuthenticationFailed):
+                detail = str(exc)  # the broker's own words (Apache Kafka sends some)
+            elif isinstance(exc, KeyError):
+                detail = "its last SCRAM message is an error, not its proof"
+            else:
+                detail = "its SCRAM proof does not match the password"
+            return f"the broker at {server} refused the SASL login of {who} ({detail}): " + (
+                _SASL_SETTINGS
+            )
+        except (UnsupportedSaslMechanismError, IllegalSaslStateError) as exc:
+            return (
+                f"the broker at {server} does not accept BRIDGE_KAFKA__SASL_MECHANISM="
+                f"{kafka.sasl_mechanism} ({exc}): check BRIDGE_KAFKA__SASL_MECHANISM and "
+                "BRIDGE_KAFKA__SECURITY_PROTOCOL"
+            )
+        except KafkaConnectionError:
+            # The TCP (and TLS) connection was made: the broker hung up during the login.
+            # Tansu does that for a mechanism it does not offer (PLAIN).
+            return (
+                f"the broker at {server} closed the connection during the SASL login of "
+                f"{who}: it may not offer that mechanism, or the listener may not be "
+                f"{kafka.security_protocol} (BRIDGE_KAFKA__SECURITY_PROTOCOL); " + _SASL_SETTINGS
+            )
+        except (OSError, TimeoutError):
+            continue  # not reached: not the login's fault, aiokafka's error stands
+        connection.close()
+    return None
+
+
 async def _start(start: Any, kafka: KafkaConnection) -> None:
-    """Start a client; a TLS failure becomes ``KafkaTlsError`` instead of "Unable to bootstrap"."""
+    """Start a client; a TLS failure becomes ``KafkaTlsError`` and a refused SASL login
+    ``KafkaSaslError`` instead of "Unable to bootstrap" (or a bare KeyError)."""
     try:
         await start()
-    except KafkaConnectionError as exc:
-        if not kafka.security_protocol.endswith("SSL") or isinstance(exc, KafkaTlsError):
+    except (KafkaConnectionError, KeyError, ValueError) as exc:
+        if isinstance(exc, KafkaTlsError | KafkaSaslError):
             raise
-        reason = await tls_refusal(kafka)
-        if reason is None:
-            raise
-        raise KafkaTlsError(reason) from exc
+        if not isinstance(exc, KafkaConnectionError) and (
+            kafka.sasl_mechanism not in _PASSWORD_MECHANISMS
+        ):
+            raise  # a KeyError/ValueError that no SASL login explains
+        if kafka.security_protocol.endswith("SSL"):
+            reason = await tls_refusal(kafka)
+            if reason is not None:
+                raise KafkaTlsError(reason) from exc
+        if kafka.security_protocol.startswith("SASL_") and (
+            kafka.sasl_mechanism in _PASSWORD_MECHANISMS
+        ):
+            reason = await sasl_refusal(kafka)
+            if reason is not None:
+                raise KafkaSaslError(reason) from exc
+        raise
 
 
 def _explaining(client: Any, kafka: KafkaConnection) -> Any:

@@ -7,6 +7,14 @@ transactional producer, high watermark per batch).
 
     with DevBroker() as broker:
         print(broker.bootstrap_servers)   # "127.0.0.1:PORT"
+
+``DevBroker(authentication=True)`` makes every client log in with SASL first, and no
+login can succeed: Tansu 0.6.0 offers SCRAM-SHA-256/512 (and OAUTHBEARER, without a
+validator), not PLAIN, but its only storage engines here (``memory://``, ``s3://``) keep
+no SCRAM user - ``tansu user create`` answers success and stores nothing, and against
+an authenticating broker it is itself refused (NotAuthenticated). So it serves the
+tests of a refused login; a working SASL login needs a real cluster
+(``tests/integration/test_kafka_sasl.py``).
 """
 
 from __future__ import annotations
@@ -59,9 +67,16 @@ class DevBroker:
     """One Tansu process on ``127.0.0.1:port``; a context manager that always stops it."""
 
     def __init__(
-        self, port: int | None = None, host: str = "127.0.0.1", advertised_port: int | None = None
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        advertised_port: int | None = None,
+        *,
+        authentication: bool = False,
     ) -> None:
         self.host = host
+        # Tansu's --authentication: SASL before any other request (see the module's note).
+        self.authentication = authentication
         self.port = port or free_port(host)
         # A TLS terminator's port (tools.harness.tls): clients reach every broker through it.
         self.advertised_port = advertised_port or self.port
@@ -88,6 +103,8 @@ class DevBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
+        if self.authentication:
+            argv.append("--authentication")
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._process = subprocess.Popen(
             argv,
