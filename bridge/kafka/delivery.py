@@ -115,6 +115,15 @@ class Delivery:
     def pending(self) -> int:
         return sum(len(ledger) for ledger in self.ledgers.values())
 
+    def oldest_in_flight(self, now: float) -> dict[TopicPartition, float]:
+        """Seconds since the oldest unacknowledged event of each busy partition was fetched."""
+        ages = {}
+        for tp, ledger in self.ledgers.items():
+            fetched = ledger.oldest_fetched()
+            if fetched is not None:
+                ages[tp] = max(now - fetched, 0.0)
+        return ages
+
     def pending_bytes(self) -> int:
         return sum(ledger.bytes for ledger in self.ledgers.values())
 

@@ -102,6 +102,10 @@ class PartitionLedger(Generic[T, C]):
             self.bytes -= done.size
             self._next_to_send -= 1
 
+    def oldest_fetched(self) -> float | None:
+        """When the oldest slot not yet acknowledged was fetched (loop time), or None."""
+        return self._slots[0].fetched if self._slots else None
+
     def committable(self) -> int | None:
         """The offset to commit (next to read), or None if nothing finished yet."""
         return self._committable

@@ -78,3 +78,18 @@ def test_an_offset_already_taken_is_refused_even_after_its_slot_left() -> None:
     assert ledger.last_offset == 5
     with pytest.raises(ValueError, match="offset 5 is not after 5"):
         ledger.add(5, None, None)
+
+
+def test_the_oldest_fetch_time_is_the_head_slots_until_it_is_acknowledged() -> None:
+    ledger: PartitionLedger[str, None] = PartitionLedger()
+    assert ledger.oldest_fetched() is None
+    first, second = ledger.add(0, None, None), ledger.add(1, None, None)
+    first.fetched, second.fetched = 10.0, 12.0
+    second.resolve("b")
+    assert ledger.oldest_fetched() == 10.0  # a finished later slot does not make it younger
+    first.resolve("a")
+    for slot in ledger.take_ready():
+        ledger.ack(slot)
+        if slot is first:
+            assert ledger.oldest_fetched() == 12.0
+    assert ledger.oldest_fetched() is None
