@@ -3,16 +3,24 @@
 Requests use the row format (``{"instances": [...]}``), one object per event.
 TF Serving's REST predict response does not say which version served it, so
 ``Prediction.version`` is known only when the target pins a version number.
+
+https: with ``BRIDGE_SERVING__SSL_*`` (``bridge.serving.tls``) the client trusts
+only the CA file and can present a client certificate; TF Serving's REST port has
+no TLS itself, so this is for a TLS terminator in front of it. A refused TLS
+session is an unreachable server (the outage hold applies), logged once per
+reason with a hint naming the setting to check, as the gRPC channel does.
 """
 
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import orjson
+import structlog
 
 from bridge.domain import (
     DType,
@@ -32,6 +40,17 @@ from bridge.errors import (
     error_for_http_status,
 )
 from bridge.serving.tensors import nest
+from bridge.serving.tls import (
+    CAFILE,
+    CERTFILE,
+    KEYFILE,
+    REST_URL,
+    TARGET_NAME,
+    ServingTls,
+    check_rest_url,
+)
+
+log = structlog.get_logger(__name__)
 
 
 class RestModelClient:
@@ -41,13 +60,33 @@ class RestModelClient:
         timeout_s: float,
         connect_timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ServingTls | None = None,
     ) -> None:
-        """``transport``: httpx's own by default; tests pass an ``httpx.MockTransport``."""
+        """``transport``: httpx's own by default; tests pass an ``httpx.MockTransport``.
+
+        ``tls`` needs an https ``base_url``; a CA or key OpenSSL refuses raises
+        ``ServingTlsError`` naming the setting (the settings check it at load too).
+        """
+        check_rest_url(base_url, tls)
+        self.base_url = base_url.rstrip("/")
+        self._tls = tls
+        # SSL_TARGET_NAME means for REST what it means for gRPC: the name the server's
+        # certificate must carry when it is not the URL's host (a terminator reached by
+        # IP, or by a Service name its certificate does not list). httpx's sni_hostname
+        # extension sends it as SNI and checks the certificate against it; the Host
+        # header stays the URL's. Supporting it, rather than refusing it, lets an
+        # operator switch PROTOCOL without touching the TLS settings.
+        self._extensions: dict[str, Any] = (
+            {"sni_hostname": tls.target_name} if tls is not None and tls.target_name else {}
+        )
+        self._unreachable: str | None = None  # the detail last logged, until an answer
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             # A sidecar on loopback: keep a few connections warm for requests in flight.
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            # No CA file: httpx's default trust store, for an https URL with a public CA.
+            verify=tls.ssl_context() if tls is not None else True,
             transport=transport,
         )
 
@@ -99,9 +138,14 @@ class RestModelClient:
         if target.version is not None:
             path += f"/versions/{target.version}"
         try:
-            response = await self._client.get(path)
+            response = await self._client.get(path, extensions=self._extensions)
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            if not isinstance(exc, httpx.TimeoutException):
+                self._log_unreachable(exc)
+            return False
         except httpx.HTTPError:
             return False
+        self._unreachable = None
         if response.status_code == 404:
             return True  # an answer: the server is up, the model is just not there
         if response.status_code != 200:
@@ -115,14 +159,24 @@ class RestModelClient:
     async def _call(self, method: str, path: str, content: bytes | None = None) -> dict[str, Any]:
         try:
             response = await self._client.request(
-                method, path, content=content, headers={"content-type": "application/json"}
+                method,
+                path,
+                content=content,
+                headers={"content-type": "application/json"},
+                extensions=self._extensions,
             )
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise ServerUnavailableError(f"connect timeout: {exc}") from exc
             raise DeadlineExceededError(f"REST call timed out: {exc!r}", http_status=None) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            # ssl.SSLError: httpcore wraps TLS errors of the handshake (ConnectError) but
+            # not those read later, and TLS 1.3 servers refuse a client certificate (or
+            # its absence) after the client's side of the handshake is done: the alert
+            # arrives with the first read, as a bare SSLError.
+            self._log_unreachable(exc)
             raise ServerUnavailableError(f"cannot reach the model server: {exc!r}") from exc
+        self._unreachable = None
         try:
             payload = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -132,6 +186,56 @@ class RestModelClient:
         if not isinstance(payload, dict):
             raise ModelServerError(f"REST answered JSON {type(payload).__name__}, not an object")
         return payload
+
+    def _log_unreachable(self, exc: httpx.TransportError | ssl.SSLError) -> None:
+        """Say why the server cannot be reached, once per distinct reason.
+
+        To the outage hold a refused TLS session is the server being down; without
+        this line the operator would see only model_server_down and never why.
+        """
+        detail = str(exc) or repr(exc)
+        if detail == self._unreachable:
+            return
+        self._unreachable = detail
+        hung_up = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+        hint = _unreachable_hint(detail, hung_up, self.base_url, self._tls)
+        log.warning("model_server_unreachable", url=self.base_url, detail=detail, hint=hint)
+
+
+def _unreachable_hint(detail: str, hung_up: bool, url: str, tls: ServingTls | None) -> str | None:
+    """A hint naming the setting to check, from OpenSSL's reason (or None: no idea)."""
+    lowered = detail.lower()
+    if "certificate_verify_failed" in lowered:
+        return (
+            f"the server's certificate is not trusted: {CAFILE} must hold the CA that signed "
+            f"it (unset: httpx's default CAs) and the certificate must name the host of "
+            f"{REST_URL} (or {TARGET_NAME})"
+        )
+    if "wrong_version_number" in lowered or "wrong version number" in lowered:
+        return f"no TLS at this port: {REST_URL} must be the TLS terminator's https address"
+    if not url.lower().startswith("https://"):
+        # A TLS server hangs up on a plain HTTP request without a word.
+        return (
+            f"a TLS server closes plain HTTP connections: is {REST_URL} https?" if hung_up else None
+        )
+    if "certificate required" in lowered:  # TLS 1.3's alert for a missing client certificate
+        return f"the server requires a client certificate (mTLS): set {CERTFILE} and {KEYFILE}"
+    if "alert" in lowered or "handshake failure" in lowered:
+        if tls is not None and tls.certfile is not None:
+            return (
+                f"the server refused the client certificate of {CERTFILE} (the alert says why: "
+                "expired, signed by a CA it does not trust)"
+            )
+        return (
+            "the server refused the TLS session (the alert says why); one that requires "
+            f"client certificates needs {CERTFILE} and {KEYFILE}"
+        )
+    if hung_up:  # closed without an alert: some terminators refuse a session that way
+        return (
+            "the server closed the connection: if it requires client certificates, check "
+            f"{CERTFILE} and {KEYFILE}"
+        )
+    return None
 
 
 def _translate(status: int, payload: Any) -> ModelCallError:

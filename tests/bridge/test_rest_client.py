@@ -1,13 +1,19 @@
 """The REST client against TF Serving's REST API, through httpx's MockTransport (no sockets):
-the requests it makes, and how each kind of answer becomes a prediction or an error."""
+the requests it makes, and how each kind of answer becomes a prediction or an error; with
+TLS, the SSLContext it gives httpx, the target name on each request, and TLS refusals."""
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+import structlog
 
 from bridge.domain import Instance, Target
 from bridge.errors import (
@@ -19,6 +25,7 @@ from bridge.errors import (
 )
 from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.rest_client import RestModelClient
+from bridge.serving.tls import ServingTls, ServingTlsError
 
 from .signatures import FRAUD, fraud_event
 
@@ -171,3 +178,118 @@ async def test_get_signature_from_metadata() -> None:
     assert signature.batchable
     with pytest.raises(RejectedInputError, match="no signature 'other'"):
         await client(handler).get_signature(Target("fraud", signature="other"))
+
+
+# -- https (BRIDGE_SERVING__SSL_*) ----------------------------------------------
+
+CERTS = Path(__file__).parent / "tls_certs"  # the Kafka TLS unit tests' throwaway files
+MTLS = ServingTls(CERTS / "test-ca.pem", CERTS / "client.pem", CERTS / "client.key")
+
+
+def _recorded_client_options(
+    monkeypatch: pytest.MonkeyPatch, url: str, tls: ServingTls | None
+) -> dict[str, Any]:
+    """The options RestModelClient gives httpx.AsyncClient (the real one still builds)."""
+    seen: dict[str, Any] = {}
+
+    class Recording(httpx.AsyncClient):
+        def __init__(self, **options: Any) -> None:
+            seen.update(options)
+            super().__init__(**options)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Recording)
+    RestModelClient(url, 1.0, 0.5, tls=tls)
+    return seen
+
+
+def test_with_tls_the_client_verifies_with_the_ca_and_carries_the_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verify = _recorded_client_options(monkeypatch, "https://tfs.test:8443", MTLS)["verify"]
+    assert isinstance(verify, ssl.SSLContext)
+    assert verify.verify_mode == ssl.CERT_REQUIRED
+    assert verify.check_hostname
+    # Only the CA file is trusted, not the default store besides it.
+    assert [c["subject"] for c in verify.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+
+
+def test_without_tls_an_https_url_keeps_httpx_default_trust(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _recorded_client_options(monkeypatch, "https://tfs.example:443", None)["verify"] is True
+
+
+def test_tls_with_a_plain_http_url_is_refused_naming_both_settings() -> None:
+    with pytest.raises(ServingTlsError) as caught:
+        RestModelClient("http://sidecar:8501", 1.0, 0.5, tls=MTLS)
+    assert "BRIDGE_SERVING__SSL_CAFILE" in str(caught.value)
+    assert "BRIDGE_SERVING__REST_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize("target_name", [None, "model-server.test"])
+async def test_the_target_name_is_the_sni_and_checked_name_of_every_request(
+    target_name: str | None,
+) -> None:
+    seen: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions.get("sni_hostname"))
+        if request.url.path.endswith(":predict"):
+            return httpx.Response(200, json={"predictions": [{"fraud_probability": 0.1}] * 1})
+        return httpx.Response(200, json={"model_version_status": [{"state": "AVAILABLE"}]})
+
+    tls = ServingTls(MTLS.cafile, target_name=target_name)
+    rest = RestModelClient(
+        "https://10.0.0.7:8443", 1.0, 0.5, transport=httpx.MockTransport(handler), tls=tls
+    )
+    assert await rest.is_ready(Target("fraud"))
+    with contextlib.suppress(ModelServerError):  # one output of two: only the request counts
+        await rest.predict(Target("fraud"), FRAUD, instances(1))
+    await rest.aclose()
+    assert seen == [target_name, target_name]
+
+
+async def test_a_tls_alert_after_the_handshake_is_an_unreachable_server_said_once() -> None:
+    # TLS 1.3: a server that wants a client certificate refuses it after the client's
+    # handshake is done; the alert comes with the first read, as a bare ssl.SSLError.
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] certificate required")
+
+    tls = ServingTls(MTLS.cafile)
+    rest = RestModelClient(
+        "https://tfs:8443", 1.0, 0.5, transport=httpx.MockTransport(handler), tls=tls
+    )
+    with structlog.testing.capture_logs() as logs:
+        assert not await rest.is_ready(Target("fraud"))
+        with pytest.raises(ServerUnavailableError):
+            await rest.predict(Target("fraud"), FRAUD, instances(1))
+        assert not await rest.is_ready(Target("fraud"))
+    unreachable = [entry for entry in logs if entry["event"] == "model_server_unreachable"]
+    assert len(unreachable) == 1, logs  # once per reason, not per probe
+    assert "BRIDGE_SERVING__SSL_CERTFILE" in unreachable[0]["hint"]
+
+
+@pytest.mark.parametrize(
+    ("detail", "url", "tls", "setting"),
+    [
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] unable to get local issuer",
+            "https://h",
+            None,
+            "SSL_CAFILE",
+        ),
+        ("[SSL: WRONG_VERSION_NUMBER] wrong version number", "https://h", MTLS, "REST_URL"),
+        ("[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] expired", "https://h", MTLS, "SSL_CERTFILE"),
+    ],
+)
+async def test_the_hint_names_the_setting_to_check(
+    detail: str, url: str, tls: ServingTls | None, setting: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(detail)
+
+    rest = RestModelClient(url, 1.0, 0.5, transport=httpx.MockTransport(handler), tls=tls)
+    with structlog.testing.capture_logs() as logs:
+        assert not await rest.is_ready(Target("fraud"))
+    (entry,) = [e for e in logs if e["event"] == "model_server_unreachable"]
+    assert f"BRIDGE_SERVING__{setting}" in entry["hint"]
