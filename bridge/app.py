@@ -53,7 +53,7 @@ def make_client(settings: Settings) -> ModelClient:
         serving.rest_url,
         serving.timeout_ms / 1000,
         serving.connect_timeout_ms / 1000,
-        tls=None,
+        tls=serving.tls(),
     )
 
 

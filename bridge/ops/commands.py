@@ -191,9 +191,15 @@ def _model_client(args: argparse.Namespace, settings: OpsSettings) -> tuple[Mode
     protocol = args.protocol or settings.serving.protocol
     timeout_s = _timeout_s(args, settings)
     if protocol == "rest":
+        from bridge.serving.tls import ServingTlsError
+
         url = str(args.rest_url or settings.serving.rest_url)
         connect_s = min(timeout_s, settings.serving.connect_timeout_ms / 1000)
-        return RestModelClient(url, timeout_s, connect_timeout_s=connect_s), url
+        try:
+            tls = settings.serving.tls()
+            return RestModelClient(url, timeout_s, connect_timeout_s=connect_s, tls=tls), url
+        except ServingTlsError as exc:  # --rest-url http://... with SSL_CAFILE set
+            raise UsageError(str(exc)) from exc
     target = _grpc_target(args, settings)
     tls = settings.serving.tls()
     return GrpcModelClient(target, timeout_s, _max_message_bytes(settings), tls), target
