@@ -45,7 +45,7 @@ def _run(config: Path | None) -> int:
         return 2
     # Imported after the settings are valid: a bad setting fails fast, without the Kafka stack.
     from bridge.app import Bridge
-    from bridge.kafka.clients import ssl_context
+    from bridge.kafka.tls import ssl_context
     from bridge.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
@@ -58,8 +58,9 @@ def _run(config: Path | None) -> int:
         if settings.kafka.security_protocol.endswith("SSL"):
             ssl_context(settings.kafka)  # a key OpenSSL refuses stops here, before any call
         return asyncio.run(serve())
-    except SettingsError as exc:  # TLS that cannot work (bridge.kafka.clients.KafkaTlsError)
-        print(f"bridge: {exc}", file=sys.stderr)
+    except SettingsError as exc:  # TLS or SASL that cannot work (bridge.kafka.tls, .sasl)
+        # args, not str(): a KafkaError's str() puts its class name first.
+        print(f"bridge: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
 

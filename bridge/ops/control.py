@@ -39,7 +39,8 @@ async def _kafka_step(what: str, kafka: KafkaConnection, timeout_s: float) -> As
     except SettingsError as exc:
         # The factory found the TLS or SASL settings wrong (a refused certificate or
         # login): a usage error, exit 2 as for `bridge run`, naming the setting.
-        raise UsageError(f"cannot {what} on {where}: {exc}") from exc
+        why = exc.args[0] if exc.args else exc  # without the KafkaError class name
+        raise UsageError(f"cannot {what} on {where}: {why}") from exc
     except KafkaError as exc:
         raise CommandError(f"cannot {what} on {where}: {exc}") from exc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from bridge.kafka import clients
+from bridge.kafka import clients, sasl
+from bridge.kafka.oauth import ClientCredentialsTokenProvider, FileTokenProvider
 from bridge.settings import KafkaConnection, KafkaSettings, OpsKafka, SettingsError
 
 SECURE = {
@@ -82,6 +84,42 @@ async def test_every_kind_of_client_gets_the_security_settings(kind: str) -> Non
         assert client._sasl_mechanism == "SCRAM-SHA-512"
         assert client._sasl_plain_username == "bridge"
         assert client._sasl_plain_password == SECURE["sasl_password"]
+
+
+@pytest.mark.parametrize("kind", list(_built(KafkaSettings(bootstrap_servers="x:1"))))
+async def test_every_kind_of_client_shares_one_oauthbearer_token_source(
+    kind: str, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("opaque-token")
+    kafka = KafkaSettings(
+        bootstrap_servers="x:1",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="OAUTHBEARER",
+        sasl_oauth_token_file=token,
+    )
+    async with _client(_built(kafka)[kind]) as client:
+        assert client._sasl_mechanism == "OAUTHBEARER"
+        provider = client._sasl_oauth_token_provider
+        assert isinstance(provider, FileTokenProvider)
+        assert provider is sasl.token_provider(kafka)  # one cache for every client
+        assert await provider.token() == "opaque-token"
+
+
+async def test_the_token_endpoint_source_gets_the_client_and_scope() -> None:
+    kafka = KafkaSettings.model_validate(
+        {
+            "bootstrap_servers": "x:1",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "OAUTHBEARER",
+            "sasl_oauth_token_endpoint_url": "https://idp.example/token",
+            "sasl_oauth_client_id": "bridge",
+            "sasl_oauth_client_secret": "s3cret",
+            "sasl_oauth_scope": "kafka",
+        }
+    )
+    async with _client(lambda: clients.make_consumer(kafka)) as client:
+        assert isinstance(client._sasl_oauth_token_provider, ClientCredentialsTokenProvider)
 
 
 @pytest.mark.parametrize("kind", list(_built(KafkaSettings(bootstrap_servers="x:1"))))
@@ -147,7 +185,7 @@ class Probe:
 
 def _probe(monkeypatch: pytest.MonkeyPatch, outcome: BaseException | None) -> Probe:
     probe = Probe(outcome)
-    monkeypatch.setattr(clients, "create_conn", probe)
+    monkeypatch.setattr(sasl, "create_conn", probe)
     return probe
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.kafka import clients
-from bridge.kafka.clients import KafkaTlsError, make_admin, make_consumer, make_producer
+from bridge.kafka import tls
+from bridge.kafka.clients import make_admin, make_consumer, make_producer
+from bridge.kafka.tls import KafkaTlsError
 from bridge.settings import KafkaConnection, KafkaSettings, SettingsError, load_settings
 
 CERTS = Path(__file__).parent / "tls_certs"
@@ -28,7 +29,7 @@ REQUIRED = {
 
 @pytest.fixture(autouse=True)
 def _fresh_contexts() -> None:
-    clients._ssl_context.cache_clear()
+    tls._ssl_context.cache_clear()
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **kafka: str) -> KafkaSettings:
@@ -116,7 +117,7 @@ def connection(**ssl_settings: object) -> KafkaConnection:
 
 
 def test_the_context_trusts_the_ca_and_holds_the_client_certificate() -> None:
-    context = clients.ssl_context(
+    context = tls.ssl_context(
         connection(
             ssl_cafile=CA, ssl_certfile=CERT, ssl_keyfile=ENCRYPTED_KEY, ssl_key_password=PASSWORD
         )
@@ -127,7 +128,7 @@ def test_the_context_trusts_the_ca_and_holds_the_client_certificate() -> None:
 
 
 def test_the_hostname_check_can_be_turned_off() -> None:
-    context = clients.ssl_context(connection(ssl_cafile=CA, ssl_check_hostname=False))
+    context = tls.ssl_context(connection(ssl_cafile=CA, ssl_check_hostname=False))
     assert context.check_hostname is False
     assert context.verify_mode == ssl.CERT_REQUIRED  # the chain is still checked
 
@@ -151,20 +152,20 @@ async def test_every_client_of_the_factory_gets_the_same_context() -> None:
         await consumer.stop()  # never started: this only closes them
         await producer.stop()
         await admin.close()
-    assert contexts == {id(clients.ssl_context(kafka))}
+    assert contexts == {id(tls.ssl_context(kafka))}
 
 
 @pytest.mark.parametrize("password", ["wrong", None])
 def test_a_wrong_or_missing_key_password_is_a_settings_error(password: str | None) -> None:
     kafka = connection(ssl_certfile=CERT, ssl_keyfile=ENCRYPTED_KEY, ssl_key_password=password)
     with pytest.raises(KafkaTlsError, match="SSL_KEY_PASSWORD"):
-        clients.ssl_context(kafka)
+        tls.ssl_context(kafka)
 
 
 def test_a_file_that_is_not_pem_is_a_settings_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     with pytest.raises(KafkaTlsError, match="BRIDGE_KAFKA__SSL_CAFILE"):
-        clients.ssl_context(connection(ssl_cafile=junk))
+        tls.ssl_context(connection(ssl_cafile=junk))
     with pytest.raises(KafkaTlsError, match="BRIDGE_KAFKA__SSL_CERTFILE"):
-        clients.ssl_context(connection(ssl_certfile=junk, ssl_keyfile=KEY))
+        tls.ssl_context(connection(ssl_certfile=junk, ssl_keyfile=KEY))
