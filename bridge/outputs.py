@@ -10,7 +10,7 @@ and metrics come from ``written``, once Kafka acknowledged the record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -19,6 +19,7 @@ from bridge.domain import Failure, Success
 from bridge.errors import InternalError, UnwritableOutputError
 from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.metrics import Metrics
+from bridge.pipeline.durations import Durations
 from bridge.pipeline.ledger import EventSlot
 
 log = structlog.get_logger(__name__)
@@ -26,11 +27,13 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class Counts:
-    """What the final ``stopped`` log line reports."""
+    """What the final ``stopped`` log line and the periodic ``summary`` report (since start)."""
 
     events: int = 0
     results: int = 0
     failures: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # failures by reason
+    durations: Durations = field(default_factory=Durations)  # fetch to acknowledged, ms
 
 
 class Outputs:
@@ -70,6 +73,7 @@ class Outputs:
         routed = slot.context
         outcome = slot.outcome
         ms = (now - slot.fetched) * 1000
+        self._counts.durations.record(ms)
         if isinstance(outcome, Success):
             self._counts.results += 1
             self._metrics.observe(
@@ -78,6 +82,7 @@ class Outputs:
         elif isinstance(outcome, Failure):
             self._counts.failures += 1
             reason = outcome.error.reason
+            self._counts.reasons[reason] = self._counts.reasons.get(reason, 0) + 1
             self._metrics.observe(routed.target.model, routed.route, None, "failure", reason, ms)
 
     def _build(self, slot: EventSlot, now: float) -> OutputRecord:

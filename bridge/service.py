@@ -40,6 +40,7 @@ from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor
 from bridge.settings import Settings
 from bridge.shadow import ShadowMirror
+from bridge.summary import Summary
 from bridge.workers import Workers
 
 log = structlog.get_logger(__name__)
@@ -101,6 +102,12 @@ class Service:
         )
         self.intake = Intake(
             self.delivery, lanes, self.workers.dispatch, counts, settings.model.max_event_bytes
+        )
+        self.summary = Summary(
+            counts,
+            settings.log.summary_interval_ms / 1000,
+            self.delivery.pending,
+            lambda: self.flow.paused,
         )
         self._register(metrics)
 
@@ -176,6 +183,8 @@ class Service:
         tasks += [asyncio.create_task(work, name="routes-follower") for work in extra]
         if self.shadow is not None:
             tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
+        if self.summary.interval_s:
+            tasks.append(asyncio.create_task(self.summary.run(), name="summary"))
         emitter = asyncio.create_task(self.delivery.run_emitter(), name="emitter")
         for task in (*tasks, emitter):
             task.add_done_callback(task_ended)
@@ -206,6 +215,8 @@ class Service:
         emitter.cancel()
         await asyncio.gather(emitter, return_exceptions=True)
         committed = await self._final_commit()
+        if self.summary.interval_s:
+            self.summary.emit()  # the last interval's tail, so the summaries add up to the totals
         counts = self._counts
         log.info(
             "stopped",

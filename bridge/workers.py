@@ -71,7 +71,8 @@ class Workers:
                     failed += 1
                 elif outcome.version is not None:
                     versions.add(outcome.version)
-            log.info(
+            # Per request: at debug, or per-event mode logs a line per event (see bridge.summary).
+            log.debug(
                 "batch",
                 size=len(batch),
                 failed=failed,

@@ -130,3 +130,11 @@ class LogSettings(Section):
         "auto", description="json when not a terminal under auto"
     )
     payloads: bool = Field(False, description="Log event payloads (off: they may hold PII)")
+    summary_interval_ms: int = Field(
+        30_000,
+        ge=0,
+        description=(
+            "Interval of the info summary line (events, results, failures by reason, "
+            "p50/p99, pending, paused, lag); 0 = off"
+        ),
+    )

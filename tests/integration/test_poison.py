@@ -108,6 +108,7 @@ async def test_server_rejected_event_fails_alone_in_a_full_batch(
         group=topics.group,
         BRIDGE_BATCH__MAX_SIZE=str(BATCH),
         BRIDGE_BATCH__MAX_WAIT_MS="5000",  # a partial fetch still ends in one batch of 16
+        BRIDGE_LOG__LEVEL="debug",  # the per-batch lines are at debug
     )
     bridge = await bridges.start_assigned(env)
     async with (

@@ -259,7 +259,7 @@ def log_events(bridge: BridgeProcess, event: str | None = None) -> list[dict[str
     found = []
     for line in bridge.log_path.read_bytes().splitlines():
         if not line.startswith(b"{"):
-            continue  # aiokafka's standard-library warnings share the file
+            continue  # what the interpreter itself prints (a crash) shares the file
         try:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
