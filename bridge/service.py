@@ -102,6 +102,7 @@ class Service:
         self.intake = Intake(
             self.delivery, lanes, self.workers.dispatch, counts, settings.model.max_event_bytes
         )
+        self.tasks: list[asyncio.Task[None]] = []  # the long-running ones, for liveness
         self._register(metrics)
 
     def _hold(self) -> str | None:
@@ -177,7 +178,8 @@ class Service:
         if self.shadow is not None:
             tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
         emitter = asyncio.create_task(self.delivery.run_emitter(), name="emitter")
-        for task in (*tasks, emitter):
+        self.tasks = [*tasks, emitter]
+        for task in self.tasks:
             task.add_done_callback(task_ended)
         try:
             await consume(
