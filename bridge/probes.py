@@ -160,7 +160,7 @@ def group_check(assigned: int | None, fenced: bool) -> Check:
         return False, "joining the consumer group"
     if assigned == 0:
         return True, "ok (in the group, no partitions: more members than partitions)"
-    return True, f"ok ({assigned} partitions)"
+    return True, f"ok ({assigned} partition{'' if assigned == 1 else 's'})"
 
 
 class Head(Protocol):

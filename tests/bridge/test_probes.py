@@ -150,6 +150,7 @@ def test_routes_and_group_say_why_they_are_not_ready() -> None:
     assert waiting == (False, "waiting for nope: Servable not found for request: Latest(nope)")
     assert group_check(None, fenced=False) == (False, "joining the consumer group")
     assert group_check(3, fenced=False) == (True, "ok (3 partitions)")
+    assert group_check(1, fenced=False) == (True, "ok (1 partition)")
     assert group_check(0, fenced=False)[0]  # in the group, a spare: ready
     assert group_check(3, fenced=True) == (False, "fenced by a rebalance: rejoining")
 
