@@ -21,6 +21,7 @@ from bridge.kafka.salvage import Salvager
 from bridge.lanes import Lanes, RoutesRejectedError
 from bridge.metrics import Metrics, serve_metrics
 from bridge.outputs import Counts
+from bridge.probes import Pipeline, Probes, partition_heads, stuck_after_s, watch_server
 from bridge.service import Service, bounded
 from bridge.serving.client import ModelClient
 from bridge.serving.health import ServerHealth
@@ -86,6 +87,7 @@ class Bridge:
         self.counts = Counts()
         self.metrics = Metrics()
         self.switch = RouteSwitch(settings, self.lanes, self.stop)
+        self.probes = Probes(self.health, self.lanes, self.stop.is_set, stuck_after_s(settings))
         control = settings.topics.control
         self.follower = (
             RoutesFollower(
@@ -107,10 +109,18 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig.name)
         metrics_server = None
+        watch = None
         if self.settings.metrics.port:
+            # First, so the probes answer (not ready, and why) while the routes open and
+            # the group is joined.
             metrics_server = await serve_metrics(
-                self.metrics, self.settings.metrics.host, self.settings.metrics.port
+                self.metrics,
+                self.settings.metrics.host,
+                self.settings.metrics.port,
+                self.probes.pages(),
             )
+            watch = asyncio.create_task(watch_server(self.health), name="server-watch")
+            self.probes.own(watch)
         try:
             if not await self._open_lanes():
                 return 0
@@ -119,6 +129,9 @@ class Bridge:
             log.error("cannot_start", reason=str(exc))  # noqa: TRY400 - expected; no traceback
             return 2
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             if metrics_server is not None:
                 await metrics_server.close()
             if self.follower is not None:
@@ -205,6 +218,15 @@ class Bridge:
                 self._fail,
             )
             consumer.subscribe([settings.topics.input], listener=service.rebalance)
+            self.probes.attach(
+                Pipeline(
+                    tasks=lambda: service.tasks,
+                    heads=lambda: partition_heads(service.delivery.ledgers),
+                    paused=lambda: service.flow.paused,
+                    assigned=lambda: service.rebalance.assigned,
+                    fenced=lambda: service.rebalance.fenced,
+                )
+            )
             # Everything before this line is the bridge's own start; what follows until
             # "partitions_assigned" is the group join, whose wait the broker decides
             # (Apache Kafka: group.initial.rebalance.delay.ms; Tansu: half the session timeout).

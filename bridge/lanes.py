@@ -82,6 +82,9 @@ class Lanes:
         self.routes: Routes | None = None
         self.main: dict[str, Lane] = {}
         self.shadow: Lane | None = None
+        # Targets whose signature is being waited for, and the server's last answer
+        # (for readiness: a missing model is waited for, forever at start).
+        self.waiting: dict[str, str] = {}
         # Open batches of lanes the last route change retired, until the pipeline takes them.
         self._retired: list[list[Pending]] = []
 
@@ -91,6 +94,10 @@ class Lanes:
         if self.routes is None:
             raise RuntimeError("no routes applied yet: events cannot be routed")
         return self.routes
+
+    @property
+    def opened(self) -> bool:
+        return self.routes is not None
 
     @property
     def all(self) -> list[Lane]:
@@ -148,17 +155,21 @@ class Lanes:
     async def _signature(self, target: Target, wait_for_models: bool) -> Signature:
         delay = self._settings.retry.initial_backoff_ms / 1000
         cap = self._settings.retry.probe_max_backoff_ms / 1000
-        while True:
-            try:
-                return await self._client.get_signature(target)
-            except ModelCallError as exc:
-                not_found = isinstance(exc, ModelNotFoundError)
-                if not exc.retriable or (not_found and not wait_for_models):
-                    raise RoutesRejectedError(f"{target}: {exc.message}") from exc
-                log.warning("waiting_for_model", target=str(target), error=exc.message)
-                if not await self._hold_if_down():
-                    await asyncio.sleep(delay)  # up, but not ready for this target yet
-                    delay = min(delay * 2, cap)
+        try:
+            while True:
+                try:
+                    return await self._client.get_signature(target)
+                except ModelCallError as exc:
+                    not_found = isinstance(exc, ModelNotFoundError)
+                    if not exc.retriable or (not_found and not wait_for_models):
+                        raise RoutesRejectedError(f"{target}: {exc.message}") from exc
+                    log.warning("waiting_for_model", target=str(target), error=exc.message)
+                    self.waiting[str(target)] = exc.message
+                    if not await self._hold_if_down():
+                        await asyncio.sleep(delay)  # up, but not ready for this target yet
+                        delay = min(delay * 2, cap)
+        finally:
+            self.waiting.pop(str(target), None)
 
     def apply(self, routes: Routes, main: dict[str, Lane], shadow: Lane | None) -> None:
         """Switch to new routes; the open batches of retired lanes go out with the next due ones."""

@@ -109,6 +109,7 @@ class Service:
             self.delivery.pending,
             lambda: self.flow.paused,
         )
+        self.tasks: list[asyncio.Task[None]] = []  # the long-running ones, for liveness
         self._register(metrics)
 
     def _hold(self) -> str | None:
@@ -186,7 +187,8 @@ class Service:
         if self.summary.interval_s:
             tasks.append(asyncio.create_task(self.summary.run(), name="summary"))
         emitter = asyncio.create_task(self.delivery.run_emitter(), name="emitter")
-        for task in (*tasks, emitter):
+        self.tasks = [*tasks, emitter]
+        for task in self.tasks:
             task.add_done_callback(task_ended)
         try:
             await consume(

@@ -39,6 +39,9 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._drain_s = drain_s
         self.fenced = False  # the last commit was rejected: not ours to write any more
         self.rebalances = 0
+        # Partitions of the current assignment; None while not in the group (before the
+        # first assignment, and from a revocation to the next assignment).
+        self.assigned: int | None = None
 
     def fence(self) -> None:
         if not self.fenced:
@@ -47,6 +50,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._delivery.hold_writes(True)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.assigned = None
         self._fetch.forget(revoked)
         delivery = self._delivery
         mine = [tp for tp in revoked if tp in delivery.ledgers]
@@ -71,4 +75,5 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("unfenced")
             self._delivery.hold_writes(False)
         self.fenced = False
+        self.assigned = len(assigned)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

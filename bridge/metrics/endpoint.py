@@ -1,5 +1,9 @@
 """``GET /metrics`` on ``BRIDGE_METRICS__PORT``: an asyncio responder, one request a connection.
 
+It also answers the health probes' paths (``/livez``, ``/readyz``): what they check
+is the caller's (``bridge.probes``); here a page is a function that says whether it
+passed and gives a JSON body, answered 200 or 503.
+
 Not ``prometheus_client.start_http_server``: its thread would read the bridge's
 live state (ledgers, commit counts) while the event loop changes it, and it
 serves the metrics on every path. Here a scrape runs on the loop, between two
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -27,6 +32,8 @@ READ_TIMEOUT_S = 5.0
 # connection, and the client might lose the answer.
 DISCARD_BYTES = 1024 * 1024
 DISCARD_S = 1.0
+
+Page = Callable[[], tuple[bool, bytes]]  # passed, and the JSON body
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +63,9 @@ def parse_request(head: bytes) -> Request | None:
 
 
 class MetricsServer:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, pages: Mapping[str, Page] | None = None) -> None:
         self._metrics = metrics
+        self._pages = dict(pages or {})
         self._server: asyncio.Server | None = None
         self._answering: set[asyncio.Task[object]] = set()
 
@@ -104,6 +112,8 @@ class MetricsServer:
             await _reply(writer, HTTPStatus.BAD_REQUEST, b"bad request\n")
         elif request.method not in ("GET", "HEAD"):
             await _reply(writer, HTTPStatus.METHOD_NOT_ALLOWED, b"GET only\n", allow="GET, HEAD")
+        elif (page := self._pages.get(request.path)) is not None:
+            await self._answer_page(writer, page, head_only=request.method == "HEAD")
         elif request.path != "/metrics":
             await _reply(writer, HTTPStatus.NOT_FOUND, b"not found\n")
         else:
@@ -116,10 +126,24 @@ class MetricsServer:
             head_only = request.method == "HEAD"
             await _reply(writer, HTTPStatus.OK, body, content_type, head_only=head_only)
 
+    async def _answer_page(
+        self, writer: asyncio.StreamWriter, page: Page, *, head_only: bool
+    ) -> None:
+        try:
+            passed, body = page()
+        except Exception:  # a check's bug: a probe that cannot tell fails, the server goes on
+            log.exception("probe_unreadable")
+            await _reply(writer, HTTPStatus.INTERNAL_SERVER_ERROR, b"probe unreadable\n")
+            return
+        status = HTTPStatus.OK if passed else HTTPStatus.SERVICE_UNAVAILABLE
+        await _reply(writer, status, body, "application/json", head_only=head_only)
 
-async def serve_metrics(metrics: Metrics, host: str, port: int) -> MetricsServer:
-    """Listen for scrapes until ``close()``."""
-    server = MetricsServer(metrics)
+
+async def serve_metrics(
+    metrics: Metrics, host: str, port: int, pages: Mapping[str, Page] | None = None
+) -> MetricsServer:
+    """Listen for scrapes (and the ``pages``' probes) until ``close()``."""
+    server = MetricsServer(metrics, pages)
     await server.start(host, port)
     log.info("metrics_listening", host=host, port=server.port)
     return server

@@ -106,6 +106,10 @@ class PartitionLedger(Generic[T, C]):
         """When the oldest slot not yet acknowledged was fetched (loop time), or None."""
         return self._slots[0].fetched if self._slots else None
 
+    def oldest_offset(self) -> int | None:
+        """The offset of the oldest slot not yet acknowledged, or None."""
+        return self._slots[0].offset if self._slots else None
+
     def committable(self) -> int | None:
         """The offset to commit (next to read), or None if nothing finished yet."""
         return self._committable
