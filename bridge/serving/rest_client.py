@@ -32,6 +32,7 @@ from bridge.errors import (
     error_for_http_status,
 )
 from bridge.serving.tensors import nest
+from bridge.tracing import Metadata, outgoing
 
 
 class RestModelClient:
@@ -58,7 +59,9 @@ class RestModelClient:
             "signature_name": target.signature,
             "instances": [_row(signature, instance) for instance in instances],
         }
-        payload = await self._call("POST", _path(target) + ":predict", content=orjson.dumps(body))
+        payload = await self._call(
+            "POST", _path(target) + ":predict", content=orjson.dumps(body), trace=outgoing()
+        )
         predictions = payload.get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(instances):
             got = len(predictions) if isinstance(predictions, list) else "no"
@@ -112,11 +115,14 @@ class RestModelClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, method: str, path: str, content: bytes | None = None) -> dict[str, Any]:
+    async def _call(
+        self, method: str, path: str, content: bytes | None = None, trace: Metadata | None = None
+    ) -> dict[str, Any]:
+        headers = {"content-type": "application/json"}
+        if trace is not None:  # a traced predict: its traceparent, for the server or a proxy
+            headers.update(trace)
         try:
-            response = await self._client.request(
-                method, path, content=content, headers={"content-type": "application/json"}
-            )
+            response = await self._client.request(method, path, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise ServerUnavailableError(f"connect timeout: {exc}") from exc
