@@ -57,7 +57,9 @@ class Outputs:
             log.exception("internal_error", stage="output", offset=slot.offset, exc_info=exc)
             slot.outcome = Failure(InternalError.wrapping(exc), attempts=0)
             output = self._build(slot, now)
-        return self._traced(slot, output)
+        if slot.trace is not None:  # the output carries the bridge's span, not the input's
+            self._tracing.stamp(output.headers, slot.trace)
+        return output
 
     def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         """The failure record without the input's value, for an output the broker refuses."""
@@ -71,13 +73,9 @@ class Outputs:
             ),
             attempts=0,
         )
-        return self._traced(
-            slot,
-            self._records.failure(record, failure, routed.route, routed.target, keep_value=False),
+        output = self._records.failure(
+            record, failure, routed.route, routed.target, keep_value=False
         )
-
-    def _traced(self, slot: EventSlot, output: OutputRecord) -> OutputRecord:
-        """With tracing on, the output carries the bridge's span, not the input's traceparent."""
         if slot.trace is not None:
             self._tracing.stamp(output.headers, slot.trace)
         return output

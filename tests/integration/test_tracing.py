@@ -97,8 +97,8 @@ class MetadataProxy(grpc.GenericRpcHandler):
         self._server.add_insecure_port(f"{HOST}:{self.port}")
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method: str = details.method  # type: ignore[attr-defined]
-        metadata = {key: value for key, value in details.invocation_metadata}  # type: ignore[attr-defined]
+        method: str = details.method
+        metadata = {key: str(value) for key, value in details.invocation_metadata}
         self.calls.append((method, metadata))
         forward = self._upstream.unary_unary(method)  # no (de)serializers: bytes through
 
