@@ -28,6 +28,7 @@ from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
 from bridge.switching import RouteSwitch
+from bridge.tracing import OFF, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +60,14 @@ def make_client(settings: Settings) -> ModelClient:
 
 
 class Bridge:
-    def __init__(self, settings: Settings, client: ModelClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: ModelClient | None = None,
+        tracing: Tracing = OFF,
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.client = client or make_client(settings)
         retry = settings.retry
         model_only = Target(settings.model.name)
@@ -138,6 +145,8 @@ class Bridge:
                 await bounded(self.follower.stop(), "stop the control-topic reader")
             await self.health.close()
             await self.client.aclose()
+            if self.tracing.enabled:  # the spans of the last events, exported before exit
+                await asyncio.to_thread(self.tracing.shutdown)
         if self.fatal is not None:
             log.error("stopped_on_error", error=repr(self.fatal))
             return 1
@@ -216,6 +225,7 @@ class Bridge:
                 self.metrics,
                 self.counts,
                 self._fail,
+                self.tracing,
             )
             consumer.subscribe([settings.topics.input], listener=service.rebalance)
             self.probes.attach(

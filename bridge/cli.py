@@ -47,12 +47,18 @@ def _run(config: Path | None) -> int:
     from bridge.app import Bridge
     from bridge.kafka.tls import ssl_context
     from bridge.logs import configure_logging
+    from bridge.tracing import TracingSettingsError, start_tracing
 
     configure_logging(settings.log.level, settings.log.format)
+    try:
+        tracing = start_tracing(settings.kafka.group_id, settings.serving.protocol)
+    except TracingSettingsError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
 
     async def serve() -> int:
         # Built inside the loop: grpc.aio channels bind to the loop they are made in.
-        return await Bridge(settings).run()
+        return await Bridge(settings, tracing=tracing).run()
 
     try:
         if settings.kafka.security_protocol.endswith("SSL"):

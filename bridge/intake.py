@@ -23,6 +23,7 @@ from bridge.lanes import Lane, Lanes, Pending
 from bridge.outputs import Counts
 from bridge.pipeline.instances import NO_FIELDS, parse_event
 from bridge.pipeline.ledger import EventSlot
+from bridge.tracing import OFF, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +38,15 @@ class Intake:
         dispatch: Dispatch,
         counts: Counts,
         max_event_bytes: int,
+        tracing: Tracing = OFF,
     ) -> None:
         self._delivery = delivery
         self._lanes = lanes
         self._dispatch = dispatch
         self._counts = counts
         self._max_bytes = max_event_bytes
+        # Decided once: with tracing off, no per-event call at all.
+        self._start_event = tracing.start_event if tracing.enabled else None
 
     def take(self, fetched: Fetched, now: float) -> None:
         for tp, records in fetched.records.items():
@@ -63,6 +67,7 @@ class Intake:
         if records and ledger.last_offset is not None and records[0].offset <= ledger.last_offset:
             records = self._skip_taken(tp, records, ledger.last_offset)
         max_bytes = self._max_bytes
+        start_event = self._start_event
         self._counts.events += len(records)
         for record in records:
             value = record.value
@@ -85,12 +90,16 @@ class Intake:
                     record.offset, record, Routed(lane.name, lane.target, NO_FIELDS), size
                 )
                 slot.fetched = now
+                if start_event is not None:
+                    slot.trace = start_event(record)
                 self._fail(tp, slot, error)
                 continue
             slot = ledger.add(
                 record.offset, record, Routed(lane.name, lane.target, instance.copied), size
             )
             slot.fetched = now
+            if start_event is not None:
+                slot.trace = start_event(record)
             for batch in lane.batcher.add(
                 Pending(tp, slot, instance, lane, record), instance.shape_key, now
             ):
@@ -128,6 +137,8 @@ class Intake:
             record.last_offset, record, Routed(lane.name, lane.target, NO_FIELDS), size
         )
         slot.fetched = now
+        if self._start_event is not None:
+            slot.trace = self._start_event(record)
         self._counts.events += 1
         self._fail(tp, slot, problem)
 

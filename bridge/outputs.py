@@ -21,6 +21,7 @@ from bridge.kafka.records import OutputRecord, RecordBuilder
 from bridge.metrics import Metrics
 from bridge.pipeline.durations import Durations
 from bridge.pipeline.ledger import EventSlot
+from bridge.tracing import OFF, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -38,21 +39,30 @@ class Counts:
 
 class Outputs:
     def __init__(
-        self, records: RecordBuilder, metrics: Metrics, counts: Counts, log_payloads: bool
+        self,
+        records: RecordBuilder,
+        metrics: Metrics,
+        counts: Counts,
+        log_payloads: bool,
+        tracing: Tracing = OFF,
     ) -> None:
         self._records = records
         self._metrics = metrics
         self._counts = counts
         self._log_payloads = log_payloads
+        self._tracing = tracing
 
     def build(self, slot: EventSlot, now: float) -> OutputRecord:
         """The slot's output record; a result that cannot be built becomes a failure."""
         try:
-            return self._build(slot, now)
+            output = self._build(slot, now)
         except Exception as exc:  # one event's bug must not stop the bridge
             log.exception("internal_error", stage="output", offset=slot.offset, exc_info=exc)
             slot.outcome = Failure(InternalError.wrapping(exc), attempts=0)
-            return self._build(slot, now)
+            output = self._build(slot, now)
+        if slot.trace is not None:  # the output carries the bridge's span, not the input's
+            self._tracing.stamp(output.headers, slot.trace)
+        return output
 
     def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         """The failure record without the input's value, for an output the broker refuses."""
@@ -66,7 +76,12 @@ class Outputs:
             ),
             attempts=0,
         )
-        return self._records.failure(record, failure, routed.route, routed.target, keep_value=False)
+        output = self._records.failure(
+            record, failure, routed.route, routed.target, keep_value=False
+        )
+        if slot.trace is not None:
+            self._tracing.stamp(output.headers, slot.trace)
+        return output
 
     def written(self, slot: EventSlot, now: float) -> None:
         """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
@@ -84,6 +99,8 @@ class Outputs:
             reason = outcome.error.reason
             self._counts.reasons[reason] = self._counts.reasons.get(reason, 0) + 1
             self._metrics.observe(routed.target.model, routed.route, None, "failure", reason, ms)
+        if slot.trace is not None:
+            self._tracing.end_event(slot)
 
     def _build(self, slot: EventSlot, now: float) -> OutputRecord:
         record: Any = slot.record

@@ -41,6 +41,7 @@ from bridge.serving.predictor import Predictor
 from bridge.settings import Settings
 from bridge.shadow import ShadowMirror
 from bridge.summary import Summary
+from bridge.tracing import OFF, Tracing
 from bridge.workers import Workers
 
 log = structlog.get_logger(__name__)
@@ -65,20 +66,21 @@ class Service:
         metrics: Metrics,
         counts: Counts,
         on_fatal: Callable[[BaseException], None],
+        tracing: Tracing = OFF,
     ) -> None:
         self._settings = settings
         self._health = health
         self._lanes = lanes
         self._counts = counts
         kafka, batch, delivery_settings = settings.kafka, settings.batch, settings.delivery
-        self.outputs = Outputs(records, metrics, counts, settings.log.payloads)
+        self.outputs = Outputs(records, metrics, counts, settings.log.payloads, tracing)
         self.delivery = Delivery(producer, self.outputs, on_fatal)
         self.shadow = (
             ShadowMirror(client, producer, records, capacity=batch.max_in_flight * 4)
             if settings.topics.shadow
             else None
         )
-        self.workers = Workers(predictor, self.delivery, lanes, self.shadow)
+        self.workers = Workers(predictor, self.delivery, lanes, self.shadow, tracing)
         self.salvager = salvager
         self.fetch = GuardedFetch(
             consumer, self.salvager, reset_to_earliest=kafka.auto_offset_reset == "earliest"
@@ -101,7 +103,12 @@ class Service:
             consumer, self.delivery, self._hold, batch.max_pending, batch.max_pending_bytes
         )
         self.intake = Intake(
-            self.delivery, lanes, self.workers.dispatch, counts, settings.model.max_event_bytes
+            self.delivery,
+            lanes,
+            self.workers.dispatch,
+            counts,
+            settings.model.max_event_bytes,
+            tracing,
         )
         self.summary = Summary(
             counts,

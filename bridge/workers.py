@@ -19,6 +19,7 @@ from bridge.kafka.delivery import Delivery
 from bridge.lanes import Lanes, Pending
 from bridge.serving.predictor import Predictor
 from bridge.shadow import ShadowMirror
+from bridge.tracing import OFF, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -30,11 +31,13 @@ class Workers:
         delivery: Delivery,
         lanes: Lanes,
         shadow: ShadowMirror | None,
+        tracing: Tracing = OFF,
     ) -> None:
         self._predictor = predictor
         self._delivery = delivery
         self._lanes = lanes
         self._shadow = shadow
+        self._tracing = tracing
         self._queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -57,9 +60,12 @@ class Workers:
             batch = await self._queue.get()
             lane = batch[0].lane
             started = loop.time()
-            outcomes = await self._predictor.run(
-                lane.target, lane.signature, [pending.instance for pending in batch]
-            )
+            # The request's span is current inside: the client's call carries its context.
+            with self._tracing.model_request(lane.target, lane.name, batch) as request:
+                outcomes = await self._predictor.run(
+                    lane.target, lane.signature, [pending.instance for pending in batch]
+                )
+                request.done(outcomes)
             failed = 0
             versions: set[int] = set()
             for pending, outcome in zip(batch, outcomes, strict=True):

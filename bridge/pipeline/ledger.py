@@ -42,6 +42,7 @@ class Slot(Generic[T, C]):
     # Loop times the pipeline stamps as the record moves along (for timings).
     fetched: float = 0.0
     dispatched: float | None = None
+    trace: Any = None  # the event's span while tracing is on (bridge.tracing), else None
 
     def resolve(self, outcome: T) -> None:
         if self.state is not SlotState.WAITING:

@@ -30,6 +30,7 @@ import structlog
 
 from bridge.errors import ModelCallError, error_for_grpc_status
 from bridge.serving.tls import ServingTls
+from bridge.tracing import Metadata
 from bridge.wire import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 # Connection backoff on loopback: first retry after 0.5 s, then at most every 1 s
@@ -127,9 +128,10 @@ class GrpcChannel:
         method: Callable[..., Awaitable[_Response]],
         request: Any,
         timeout_s: float | None = None,
+        metadata: Metadata | None = None,
     ) -> _Response:
         try:
-            response = await method(request, timeout=timeout_s or self.timeout_s)
+            response = await method(request, timeout=timeout_s or self.timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._log_unreachable(exc.details() or "")

@@ -26,6 +26,7 @@ from bridge.serving.grpc_channel import PROBE_CONNECT_WAIT_S, GrpcChannel
 from bridge.serving.model_service import ModelServiceClient
 from bridge.serving.tensors import decode_tensor, encode_inputs, split_outputs
 from bridge.serving.tls import ServingTls
+from bridge.tracing import outgoing
 from bridge.wire import get_model_metadata_pb2, meta_graph_pb2, model_pb2, predict_pb2
 
 __all__ = ["PROBE_CONNECT_WAIT_S", "GrpcModelClient", "signature_from_def"]
@@ -46,7 +47,9 @@ class GrpcModelClient:
         request = predict_pb2.PredictRequest(model_spec=_model_spec(target))
         for name, tensor in encode_inputs(signature, instances).items():
             request.inputs[name].CopyFrom(tensor)
-        response = await self._channel.call(self._channel.predictions.Predict, request)
+        response = await self._channel.call(
+            self._channel.predictions.Predict, request, metadata=outgoing()
+        )
         outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
         version = (
             response.model_spec.version.value if response.model_spec.HasField("version") else None

@@ -50,6 +50,8 @@ from bridge.serving.tls import (
     check_rest_url,
 )
 
+from bridge.tracing import Metadata, outgoing
+
 log = structlog.get_logger(__name__)
 
 
@@ -97,7 +99,9 @@ class RestModelClient:
             "signature_name": target.signature,
             "instances": [_row(signature, instance) for instance in instances],
         }
-        payload = await self._call("POST", _path(target) + ":predict", content=orjson.dumps(body))
+        payload = await self._call(
+            "POST", _path(target) + ":predict", content=orjson.dumps(body), trace=outgoing()
+        )
         predictions = payload.get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(instances):
             got = len(predictions) if isinstance(predictions, list) else "no"
@@ -156,14 +160,15 @@ class RestModelClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, method: str, path: str, content: bytes | None = None) -> dict[str, Any]:
+    async def _call(
+        self, method: str, path: str, content: bytes | None = None, trace: Metadata | None = None
+    ) -> dict[str, Any]:
+        headers = {"content-type": "application/json"}
+        if trace is not None:  # a traced predict: its traceparent, for the server or a proxy
+            headers.update(trace)
         try:
             response = await self._client.request(
-                method,
-                path,
-                content=content,
-                headers={"content-type": "application/json"},
-                extensions=self._extensions,
+                method, path, content=content, headers=headers, extensions=self._extensions
             )
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):

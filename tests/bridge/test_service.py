@@ -26,6 +26,7 @@ from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
 from bridge.switching import RouteSwitch
+from bridge.tracing import OFF, Tracing
 from tests.bridge.fake_kafka import FakeConsumer, FakeProducer, FakeRecord, FakeSalvager, until
 
 from .fakes import FakeModelClient
@@ -39,7 +40,7 @@ def amounts(instances: Sequence[Instance]) -> Prediction:
 
 
 class Pipeline:
-    def __init__(self, client: FakeModelClient, **batch: Any) -> None:
+    def __init__(self, client: FakeModelClient, tracing: Tracing = OFF, **batch: Any) -> None:
         self.settings = Settings(
             kafka={"bootstrap_servers": "127.0.0.1:9"},
             topics={"input": "in", "results": "out", "failures": "dlq"},
@@ -68,6 +69,7 @@ class Pipeline:
             Metrics(),
             self.counts,
             self.fatal.append,
+            tracing,
         )
 
     def write(self, tp: TopicPartition, values: Sequence[bytes | None]) -> None:

@@ -174,9 +174,11 @@ BRIDGE_PYTHON = os.environ.get("BRIDGE_RUNTIME_PYTHON") or sys.executable
 class BridgeProcess:
     """``python -m bridge run`` configured by environment variables."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, python: str = BRIDGE_PYTHON) -> None:
+        """``python``: the interpreter that runs it (another virtualenv's, say)."""
         self.env = dict(env)
         self.log_path = log_path
+        self.python = python
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -189,7 +191,7 @@ class BridgeProcess:
         self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [BRIDGE_PYTHON, "-m", "bridge", "run"],
+                [self.python, "-m", "bridge", "run"],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -235,17 +237,23 @@ class Bridges:
         self._log_dir = log_dir
         self.started: list[BridgeProcess] = []
 
-    def start(self, env: Mapping[str, str], name: str = "bridge") -> BridgeProcess:
+    def start(
+        self, env: Mapping[str, str], name: str = "bridge", python: str = BRIDGE_PYTHON
+    ) -> BridgeProcess:
         log_path = self._log_dir / f"{name}-{len(self.started)}.log"
-        bridge = BridgeProcess(env, log_path).start()
+        bridge = BridgeProcess(env, log_path, python).start()
         self.started.append(bridge)
         return bridge
 
     async def start_assigned(
-        self, env: Mapping[str, str], name: str = "bridge", timeout_s: float = 60.0
+        self,
+        env: Mapping[str, str],
+        name: str = "bridge",
+        timeout_s: float = 60.0,
+        python: str = BRIDGE_PYTHON,
     ) -> BridgeProcess:
         """Start a bridge and wait until the group gave it partitions."""
-        bridge = self.start(env, name)
+        bridge = self.start(env, name, python)
         await asyncio.to_thread(bridge.wait_for_log, "partitions_assigned", timeout_s)
         return bridge
 
