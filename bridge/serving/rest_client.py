@@ -49,7 +49,6 @@ from bridge.serving.tls import (
     ServingTls,
     check_rest_url,
 )
-
 from bridge.tracing import Metadata, outgoing
 
 log = structlog.get_logger(__name__)
