@@ -20,6 +20,7 @@ from bridge.kafka.records import RecordBuilder
 from bridge.kafka.salvage import Salvager
 from bridge.lanes import Lanes, RoutesRejectedError
 from bridge.metrics import Metrics, serve_metrics
+from bridge.metrics.build import build_version
 from bridge.outputs import Counts
 from bridge.service import Service, bounded
 from bridge.serving.client import ModelClient
@@ -86,6 +87,7 @@ class Bridge:
         self.counts = Counts()
         self.metrics = Metrics()
         self.switch = RouteSwitch(settings, self.lanes, self.stop)
+        self._register(self.metrics)
         control = settings.topics.control
         self.follower = (
             RoutesFollower(
@@ -98,6 +100,23 @@ class Bridge:
             if control
             else None
         )
+
+    def _register(self, metrics: Metrics) -> None:
+        """What lives as long as the process (the pipeline's own: ``Service._register``)."""
+        version = build_version()
+        metrics.gauge_by(
+            "bridge_build_info",
+            "Always 1; the bridge's version.",
+            ("version",),
+            lambda: {(version,): 1},
+        )
+        metrics.counter_by(
+            "bridge_route_changes_total",
+            "Route changes from the control topic, applied or rejected (the current stay).",
+            "outcome",
+            lambda: self.switch.changes,
+        )
+        metrics.process()
 
     # -- start ---------------------------------------------------------------------------
 

@@ -69,16 +69,18 @@ class Outputs:
         """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
         routed = slot.context
         outcome = slot.outcome
-        ms = (now - slot.fetched) * 1000
+        seconds = now - slot.fetched
         if isinstance(outcome, Success):
             self._counts.results += 1
             self._metrics.observe(
-                routed.target.model, routed.route, outcome.version, "result", "", ms
+                routed.target.model, routed.route, outcome.version, "result", "", seconds
             )
         elif isinstance(outcome, Failure):
             self._counts.failures += 1
             reason = outcome.error.reason
-            self._metrics.observe(routed.target.model, routed.route, None, "failure", reason, ms)
+            self._metrics.observe(
+                routed.target.model, routed.route, None, "failure", reason, seconds
+            )
 
     def _build(self, slot: EventSlot, now: float) -> OutputRecord:
         record: Any = slot.record
