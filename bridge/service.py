@@ -9,8 +9,9 @@
 
 One task consumes (``bridge.consume``), ``batch.max_in_flight`` workers call the
 model, one emitter hands outputs to the producer in offset order, one committer
-commits what Kafka acknowledged; shadow traffic has its own bounded lane that
-nothing waits for. Shutdown: stop fetching -> finish or hand back work in flight
+commits what Kafka acknowledged, one reads the consumer lag for the metrics
+(``bridge.kafka.lag``); shadow traffic has its own bounded lane that nothing
+waits for. Shutdown: stop fetching -> finish or hand back work in flight
 -> flush the producer -> commit -> close.
 """
 
