@@ -29,6 +29,7 @@ from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
 from bridge.switching import RouteSwitch
 from bridge.tracing import OFF, Tracing
+from bridge.version import installed_version
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +96,7 @@ class Bridge:
         self.metrics = Metrics()
         self.switch = RouteSwitch(settings, self.lanes, self.stop)
         self.probes = Probes(self.health, self.lanes, self.stop.is_set, stuck_after_s(settings))
+        self._register(self.metrics)
         control = settings.topics.control
         self.follower = (
             RoutesFollower(
@@ -107,6 +109,23 @@ class Bridge:
             if control
             else None
         )
+
+    def _register(self, metrics: Metrics) -> None:
+        """What lives as long as the process (the pipeline's own: ``Service._register``)."""
+        version = installed_version()
+        metrics.gauge_by(
+            "bridge_build_info",
+            "Always 1; the bridge's version.",
+            ("version",),
+            lambda: {(version,): 1},
+        )
+        metrics.counter_by(
+            "bridge_route_changes_total",
+            "Route changes from the control topic, applied or rejected (the current stay).",
+            "outcome",
+            lambda: self.switch.changes,
+        )
+        metrics.process()
 
     # -- start ---------------------------------------------------------------------------
 

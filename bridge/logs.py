@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from bridge.version import installed_version
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -25,14 +26,6 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-DISTRIBUTION = "tfs-kafka-bridge"
-
-
-def service_version() -> str:
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # a checkout run without installing it
-        return "unknown"
 
 
 class _JsonLines(structlog.BytesLogger):
@@ -83,7 +76,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_logger_name,
-        _add_version(service_version()),
+        _add_version(installed_version()),
     ]
     if as_json:
         processors: list[Processor] = [

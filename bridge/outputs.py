@@ -87,18 +87,20 @@ class Outputs:
         """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
         routed = slot.context
         outcome = slot.outcome
-        ms = (now - slot.fetched) * 1000
-        self._counts.durations.record(ms)
+        seconds = now - slot.fetched
+        self._counts.durations.record(seconds * 1000)
         if isinstance(outcome, Success):
             self._counts.results += 1
             self._metrics.observe(
-                routed.target.model, routed.route, outcome.version, "result", "", ms
+                routed.target.model, routed.route, outcome.version, "result", "", seconds
             )
         elif isinstance(outcome, Failure):
             self._counts.failures += 1
             reason = outcome.error.reason
             self._counts.reasons[reason] = self._counts.reasons.get(reason, 0) + 1
-            self._metrics.observe(routed.target.model, routed.route, None, "failure", reason, ms)
+            self._metrics.observe(
+                routed.target.model, routed.route, None, "failure", reason, seconds
+            )
         if slot.trace is not None:
             self._tracing.end_event(slot)
 

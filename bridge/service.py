@@ -9,8 +9,9 @@
 
 One task consumes (``bridge.consume``), ``batch.max_in_flight`` workers call the
 model, one emitter hands outputs to the producer in offset order, one committer
-commits what Kafka acknowledged; shadow traffic has its own bounded lane that
-nothing waits for. Shutdown: stop fetching -> finish or hand back work in flight
+commits what Kafka acknowledged, one reads the consumer lag for the metrics
+(``bridge.kafka.lag``); shadow traffic has its own bounded lane that nothing
+waits for. Shutdown: stop fetching -> finish or hand back work in flight
 -> flush the producer -> commit -> close.
 """
 
@@ -29,6 +30,7 @@ from bridge.intake import Intake
 from bridge.kafka.commits import Committer
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import GuardedFetch
+from bridge.kafka.lag import ConsumerLag
 from bridge.kafka.rebalance import Rebalance
 from bridge.kafka.records import RecordBuilder
 from bridge.kafka.salvage import Salvager
@@ -72,6 +74,7 @@ class Service:
         self._health = health
         self._lanes = lanes
         self._counts = counts
+        self._predictor = predictor
         kafka, batch, delivery_settings = settings.kafka, settings.batch, settings.delivery
         self.outputs = Outputs(records, metrics, counts, settings.log.payloads, tracing)
         self.delivery = Delivery(producer, self.outputs, on_fatal)
@@ -110,14 +113,26 @@ class Service:
             settings.model.max_event_bytes,
             tracing,
         )
+        self.lag = ConsumerLag(
+            consumer,
+            self.delivery.ledgers,
+            kafka.request_timeout_ms / 1000,
+            from_earliest=kafka.auto_offset_reset == "earliest",
+        )
         self.summary = Summary(
             counts,
             settings.log.summary_interval_ms / 1000,
             self.delivery.pending,
             lambda: self.flow.paused,
+            lag=self._summed_lag,
         )
         self.tasks: list[asyncio.Task[None]] = []  # the long-running ones, for liveness
         self._register(metrics)
+
+    def _summed_lag(self) -> int | None:
+        """The lag over the assigned partitions, for the summary; None before it is read."""
+        known = self.lag.lag
+        return sum(known.values()) if known else None
 
     def _hold(self) -> str | None:
         """Why the bridge must not take more events now (see ``bridge.flow``), or None."""
@@ -168,6 +183,7 @@ class Service:
             "Output records sent again after a broker fault.",
             lambda: self.delivery.resends,
         )
+        self._register_alerting(metrics)
         if (shadow := self.shadow) is not None:
             metrics.counter_by(
                 "bridge_shadow_records_total",
@@ -175,6 +191,56 @@ class Service:
                 "outcome",
                 lambda: {"sent": shadow.sent, "dropped": shadow.dropped},
             )
+
+    def _register_alerting(self, metrics: Metrics) -> None:
+        """What SREs alert on: lag, stuck events, the model's latency, retries, outages."""
+        by_partition = ("topic", "partition")
+        metrics.gauge_by(
+            "bridge_consumer_lag",
+            "Records between the group's committed offset and the partition's end.",
+            by_partition,
+            lambda: {(tp.topic, str(tp.partition)): lag for tp, lag in self.lag.lag.items()},
+        )
+        metrics.gauge_by(
+            "bridge_oldest_in_flight_seconds",
+            "Age of the partition's oldest event taken and not yet written (0 series: none).",
+            by_partition,
+            lambda: {
+                (tp.topic, str(tp.partition)): age
+                for tp, age in self.delivery.oldest_in_flight(
+                    asyncio.get_running_loop().time()
+                ).items()
+            },
+        )
+        metrics.histogram(
+            "bridge_model_request_duration_seconds",
+            "Seconds one model call took, answered or not (retries are calls of their own).",
+            ("model", "route", "version"),
+            self._predictor.call_seconds,
+            {"protocol": self._settings.serving.protocol},
+        )
+        metrics.histogram(
+            "bridge_batch_size",
+            "Events per batch sent to the model.",
+            (),
+            self.workers.batch_sizes,
+        )
+        metrics.counter_by(
+            "bridge_retries_total",
+            "Model calls made again after a retriable error, by its reason (outages apart).",
+            "reason",
+            lambda: self._predictor.retries,
+        )
+        metrics.counter(
+            "bridge_model_server_outages_total",
+            "Times the model server was found down (consumption paused until it was back).",
+            lambda: self._health.outages,
+        )
+        metrics.counter(
+            "bridge_rebalances_total",
+            "Partition assignments the group gave this member.",
+            lambda: self.rebalance.rebalances,
+        )
 
     async def run(
         self,
@@ -188,6 +254,7 @@ class Service:
             for i in range(self._settings.batch.max_in_flight)
         ]
         tasks.append(asyncio.create_task(self.committer.run(), name="committer"))
+        tasks.append(asyncio.create_task(self.lag.run(), name="consumer-lag"))
         tasks += [asyncio.create_task(work, name="routes-follower") for work in extra]
         if self.shadow is not None:
             tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))

@@ -26,6 +26,8 @@ class RouteSwitch:
         self._settings = settings
         self._lanes = lanes
         self._stop = stop
+        # Route changes from the control topic, applied or rejected (the current ones stay).
+        self.changes = {"applied": 0, "rejected": 0}
 
     async def open_settings_routes(self) -> None:
         """Unless the control topic gave usable routes already, the settings' routes.
@@ -49,11 +51,13 @@ class RouteSwitch:
         if routes.model != settings.model.name:
             return
         if routes.shadow is not None and not settings.topics.shadow:
+            self.changes["rejected"] += 1
             log.error("routes_rejected", reason="a shadow target needs BRIDGE_TOPICS__SHADOW")
             return
         try:
             main, shadow = await self._prepare(routes, wait_for_models=False)
         except RoutesRejectedError as exc:
+            self.changes["rejected"] += 1
             current = self._lanes.routes
             log.error(  # noqa: TRY400 - an operator's mistake, not a bug: no traceback
                 "routes_rejected",
@@ -63,6 +67,7 @@ class RouteSwitch:
             )
             return
         self._lanes.apply(routes, main, shadow)
+        self.changes["applied"] += 1
 
     async def _prepare(
         self, routes: Routes, *, wait_for_models: bool

@@ -17,6 +17,8 @@ import structlog
 from bridge.domain import Failure
 from bridge.kafka.delivery import Delivery
 from bridge.lanes import Lanes, Pending
+from bridge.metrics import Histogram
+from bridge.metrics.histograms import BATCH_SIZE_BUCKETS
 from bridge.serving.predictor import Predictor
 from bridge.shadow import ShadowMirror
 from bridge.tracing import OFF, Tracing
@@ -40,6 +42,7 @@ class Workers:
         self._tracing = tracing
         self._queue: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
+        self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)  # events per batch sent to the model
 
     def dispatch(self, batch: list[Pending]) -> None:
         if batch[0].slot is None:
@@ -60,10 +63,14 @@ class Workers:
             batch = await self._queue.get()
             lane = batch[0].lane
             started = loop.time()
+            self.batch_sizes.observe(len(batch))
             # The request's span is current inside: the client's call carries its context.
             with self._tracing.model_request(lane.target, lane.name, batch) as request:
                 outcomes = await self._predictor.run(
-                    lane.target, lane.signature, [pending.instance for pending in batch]
+                    lane.target,
+                    lane.signature,
+                    [pending.instance for pending in batch],
+                    lane.name,
                 )
                 request.done(outcomes)
             failed = 0

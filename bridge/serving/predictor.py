@@ -32,6 +32,8 @@ from bridge.errors import (
     ModelNotFoundError,
     RejectedInputError,
 )
+from bridge.metrics import Histogram
+from bridge.metrics.histograms import MODEL_CALL_BUCKETS_S
 from bridge.serving.client import ModelClient
 from bridge.serving.health import ServerHealth
 
@@ -63,17 +65,13 @@ def _counted(exc: BaseException) -> bool:
     )
 
 
-def _log_retry(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    log.debug("retrying", attempt=state.attempt_number, error=str(error))
-
-
 class _Calls:
     """The calls one batch made (attempts or not), for its failure records."""
 
-    __slots__ = ("first_ms", "last_ms", "made")
+    __slots__ = ("first_ms", "last_ms", "made", "route")
 
-    def __init__(self) -> None:
+    def __init__(self, route: str) -> None:
+        self.route = route  # for the call-duration histogram
         self.made = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
@@ -99,20 +97,23 @@ class Predictor:
         self._health = health
         self._policy = policy
         self._gone: dict[Target, float] = {}  # targets NOT_FOUND past the bound
+        # Seconds per model call, by (model, route, served version): "" when none served it.
+        self.call_seconds = Histogram(MODEL_CALL_BUCKETS_S)
+        self.retries: dict[str, int] = {}  # by the reason of the error retried
 
     async def run(
-        self, target: Target, signature: Signature, instances: Sequence[Instance]
+        self, target: Target, signature: Signature, instances: Sequence[Instance], route: str = ""
     ) -> list[Outcome]:
         started = time.perf_counter()
         try:
-            prediction, calls = await self._call(target, signature, instances)
+            prediction, calls = await self._call(target, signature, instances, route)
         except CallFailedError as failed:
             if isinstance(failed.error, RejectedInputError) and len(instances) > 1:
                 # The data is at fault somewhere in the batch: halve until it is found.
                 log.info(
                     "batch_rejected_splitting", size=len(instances), error=failed.error.message
                 )
-                return await self._split(target, signature, instances)
+                return await self._split(target, signature, instances, route)
             calls = failed.calls
             return [
                 Failure(failed.error, calls.made, calls.first_ms, calls.last_ms) for _ in instances
@@ -121,7 +122,7 @@ class Predictor:
             if len(instances) > 1:
                 # One event may be what triggers it (an encoding corner): isolate it.
                 log.warning("batch_internal_error_splitting", size=len(instances), error=repr(exc))
-                return await self._split(target, signature, instances)
+                return await self._split(target, signature, instances, route)
             log.exception("internal_error", stage="predict", target=str(target), exc_info=exc)
             return [Failure(InternalError.wrapping(exc), attempts=1)]
         model_ms = (time.perf_counter() - started) * 1000
@@ -131,14 +132,20 @@ class Predictor:
         ]
 
     async def _split(
-        self, target: Target, signature: Signature, instances: Sequence[Instance]
+        self, target: Target, signature: Signature, instances: Sequence[Instance], route: str
     ) -> list[Outcome]:
         middle = len(instances) // 2
-        left = await self.run(target, signature, instances[:middle])
-        return left + await self.run(target, signature, instances[middle:])
+        left = await self.run(target, signature, instances[:middle], route)
+        return left + await self.run(target, signature, instances[middle:], route)
+
+    def _retrying(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        reason = error.reason if isinstance(error, BridgeError) else "error"
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+        log.debug("retrying", attempt=state.attempt_number, error=str(error))
 
     async def _call(
-        self, target: Target, signature: Signature, instances: Sequence[Instance]
+        self, target: Target, signature: Signature, instances: Sequence[Instance], route: str
     ) -> tuple[Prediction, _Calls]:
         """Tenacity owns the attempts and the waits between them.
 
@@ -147,13 +154,13 @@ class Predictor:
         ``not_found_timeout_s``; inside that, calls through outages, which are never
         attempts (the prober waited already, so the call is made again at once).
         """
-        calls = _Calls()
+        calls = _Calls(route)
         policy = self._policy
         attempts = AsyncRetrying(
             stop=stop_after_attempt(policy.max_attempts),
             wait=policy.wait(),
             retry=retry_if_exception(_counted),
-            before_sleep=_log_retry,
+            before_sleep=self._retrying,
             reraise=True,
         )
         try:
@@ -176,7 +183,7 @@ class Predictor:
             stop=stop_after_delay(policy.not_found_timeout_s),
             wait=policy.wait(),
             retry=retry_if_exception_type(ModelNotFoundError),
-            before_sleep=_log_retry,
+            before_sleep=self._retrying,
             reraise=True,
         )
         try:
@@ -196,8 +203,19 @@ class Predictor:
     ) -> Prediction:
         while True:
             calls.one_more()
+            started = time.perf_counter()
             try:
-                return await self._client.predict(target, signature, instances)
+                prediction = await self._client.predict(target, signature, instances)
             except ModelCallError as exc:
+                # Every call made is timed, answered or not (one that timed out takes
+                # SERVING__TIMEOUT_MS); the outage hold that may follow is not in it.
+                self._timed(started, target, calls.route, None)
                 if not (exc.retriable and await self._health.hold_if_down()):
                     raise
+                continue
+            self._timed(started, target, calls.route, prediction.version)
+            return prediction
+
+    def _timed(self, started: float, target: Target, route: str, version: int | None) -> None:
+        served = "" if version is None else str(version)
+        self.call_seconds.observe(time.perf_counter() - started, (target.model, route, served))

@@ -154,6 +154,7 @@ class FakeConsumer:
     getmany_errors: list[BaseException] = field(default_factory=list)  # raised by the next calls
     on_getmany: Callable[[tuple[TopicPartition, ...]], Awaitable[None] | None] | None = None
     on_committed: Hook | None = None
+    end_offsets_error: BaseException | None = None  # raised by end_offsets while set
     # What happened, for the assertions.
     getmany_calls: list[tuple[TopicPartition, ...]] = field(default_factory=list)
     seeks: list[tuple[TopicPartition, int | str]] = field(default_factory=list)
@@ -226,6 +227,16 @@ class FakeConsumer:
     async def position(self, tp: TopicPartition) -> int:
         self._check(tp)
         return self.positions[tp]
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.end_offsets_error is not None:
+            raise self.end_offsets_error
+        return {tp: len(self.logs.get(tp, [])) for tp in partitions}
+
+    async def beginning_offsets(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))

@@ -11,7 +11,8 @@ import orjson
 import pytest
 import structlog
 
-from bridge.logs import configure_logging, service_version
+from bridge.logs import configure_logging
+from bridge.version import installed_version
 
 
 class Out(io.TextIOWrapper):
@@ -48,7 +49,7 @@ def test_a_stdlib_record_is_one_json_line_with_logger_level_and_version(out: Out
     assert line["event"] == "Heartbeat failed for group g1"
     assert line["logger"] == "aiokafka"
     assert line["level"] == "warning"
-    assert line["service_version"] == service_version() != "unknown"
+    assert line["service_version"] == installed_version() != "unknown"
     assert line["timestamp"].endswith("Z")
 
 
@@ -76,7 +77,7 @@ def test_structlog_lines_carry_the_module_name_and_version(out: Out) -> None:
     assert line["version"] == 2, "a line's own version (the model's) is kept"
     assert line["logger"] == "bridge.lanes"
     assert line["level"] == "info"
-    assert line["service_version"] == service_version()
+    assert line["service_version"] == installed_version()
 
 
 def test_library_info_records_stay_out_below_warning(out: Out) -> None:

@@ -42,9 +42,9 @@ STABLE_1 = {"model": "fraud", "route": "stable", "version": "1"}
 
 def test_records_by_route_version_outcome_and_reason() -> None:
     metrics = Metrics()
-    metrics.observe("fraud", "stable", 1, "result", "", 3.0)
-    metrics.observe("fraud", "stable", 1, "result", "", 30.0)
-    metrics.observe("fraud", "canary", None, "failure", "wrong_shape", 0.5)
+    metrics.observe("fraud", "stable", 1, "result", "", 0.003)
+    metrics.observe("fraud", "stable", 1, "result", "", 0.03)
+    metrics.observe("fraud", "canary", None, "failure", "wrong_shape", 0.0005)
     samples = scrape(metrics)
     assert value(samples, "bridge_records_total", **STABLE_1, outcome="result", reason="") == 2
     canary = {"model": "fraud", "route": "canary", "version": ""}
@@ -54,32 +54,34 @@ def test_records_by_route_version_outcome_and_reason() -> None:
     assert failed == 1
 
 
-def test_latency_histogram_per_route_and_version() -> None:
+def test_event_duration_histogram_per_route_and_version() -> None:
     metrics = Metrics()
-    for ms in (3.0, 30.0, 5.0, 5000.5):  # 5.0 is in le=5: bounds are inclusive
-        metrics.observe("fraud", "stable", 1, "result", "", ms)
+    for s in (0.003, 0.03, 0.005, 60.5):  # 0.005 is in le=0.005: bounds are inclusive
+        metrics.observe("fraud", "stable", 1, "result", "", s)
     samples = scrape(metrics)
-    bucket = "bridge_latency_ms_bucket"
-    assert value(samples, bucket, **STABLE_1, le="2.0") == 0
-    assert value(samples, bucket, **STABLE_1, le="5.0") == 2
-    assert value(samples, bucket, **STABLE_1, le="50.0") == 3
-    assert value(samples, bucket, **STABLE_1, le="5000.0") == 3
+    bucket = "bridge_event_duration_seconds_bucket"
+    assert value(samples, bucket, **STABLE_1, le="0.002") == 0
+    assert value(samples, bucket, **STABLE_1, le="0.005") == 2
+    assert value(samples, bucket, **STABLE_1, le="0.05") == 3
+    assert value(samples, bucket, **STABLE_1, le="60.0") == 3
     assert value(samples, bucket, **STABLE_1, le="+Inf") == 4
-    assert value(samples, "bridge_latency_ms_count", **STABLE_1) == 4
-    assert value(samples, "bridge_latency_ms_sum", **STABLE_1) == pytest.approx(5038.5)
+    assert value(samples, "bridge_event_duration_seconds_count", **STABLE_1) == 4
+    assert value(samples, "bridge_event_duration_seconds_sum", **STABLE_1) == pytest.approx(60.538)
     les = [s.labels["le"] for s in samples if s.name == bucket]
-    assert les == "1.0 2.0 5.0 10.0 20.0 50.0 100.0 200.0 500.0 1000.0 2000.0 5000.0 +Inf".split()
+    assert les == (
+        "0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2 0.5 1.0 2.0 5.0 10.0 30.0 60.0 +Inf".split()
+    )
 
 
-def test_latency_sums_the_outcomes_and_reasons_of_a_series() -> None:
+def test_event_duration_sums_the_outcomes_and_reasons_of_a_series() -> None:
     metrics = Metrics()
     metrics.observe("fraud", "stable", None, "failure", "wrong_shape", 1.0)
     metrics.observe("fraud", "stable", None, "failure", "busy", 1.0)
     metrics.observe("fraud", "stable", 1, "result", "", 1.0)
     samples = scrape(metrics)
     unserved = {"model": "fraud", "route": "stable", "version": ""}
-    assert value(samples, "bridge_latency_ms_count", **unserved) == 2
-    assert value(samples, "bridge_latency_ms_count", **STABLE_1) == 1
+    assert value(samples, "bridge_event_duration_seconds_count", **unserved) == 2
+    assert value(samples, "bridge_event_duration_seconds_count", **STABLE_1) == 1
 
 
 def test_no_series_the_bridge_never_had() -> None:
@@ -87,9 +89,9 @@ def test_no_series_the_bridge_never_had() -> None:
     metrics.observe("fraud", "stable", 1, "result", "", 1.0)
     assert names(scrape(metrics)) == {
         "bridge_records_total",
-        "bridge_latency_ms_bucket",
-        "bridge_latency_ms_count",
-        "bridge_latency_ms_sum",
+        "bridge_event_duration_seconds_bucket",
+        "bridge_event_duration_seconds_count",
+        "bridge_event_duration_seconds_sum",
     }
 
 
@@ -140,7 +142,7 @@ def test_types_and_help_come_through() -> None:
     assert families["bridge_pending_events"].documentation == "Events held."
     assert families["bridge_undecodable_batches"].type == "counter"
     assert families["bridge_records"].type == "counter"
-    assert families["bridge_latency_ms"].type == "histogram"
+    assert families["bridge_event_duration_seconds"].type == "histogram"
 
 
 def test_a_name_registered_twice_is_refused() -> None:

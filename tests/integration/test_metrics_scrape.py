@@ -98,8 +98,8 @@ async def test_metrics_match_the_records_written(
     assert total(samples, "bridge_records_total", outcome="result", version="1") == len(results)
     for reason, count in reasons.items():
         assert total(samples, "bridge_records_total", reason=reason, version="") == count
-    assert total(samples, "bridge_latency_ms_count", **route) == len(sent)
-    assert total(samples, "bridge_latency_ms_bucket", le="+Inf") == len(sent)
+    assert total(samples, "bridge_event_duration_seconds_count", **route) == len(sent)
+    assert total(samples, "bridge_event_duration_seconds_bucket", le="+Inf") == len(sent)
     assert total(samples, "bridge_model_server_up") == 1
     assert total(samples, "bridge_paused") == 0
     assert total(samples, "bridge_commits_total", outcome="ok") >= 1
