@@ -40,10 +40,11 @@ from bridge.ops.models_config import ModelsConfigError, find_model
 from bridge.ops.output import table
 from tools import report
 from tools.chart import AbChart, VersionSeries, write_ab_chart
-from tools.harness.broker import DevBroker
+from tools.harness.broker import DevBroker, free_port
 from tools.harness.outputs import Output, Outputs, SourceKey
 from tools.harness.payments import payments
 from tools.harness.processes import REPO, BridgeProcess, ModelServer, bridge_env, create_topics_sync
+from tools.harness.scrape import LagWatch
 from tools.report import say
 
 TOPICS = ("payments", "payments.scored", "payments.failed")
@@ -57,6 +58,9 @@ RATE = 800.0
 DURATION_S = 12.0
 BIN_S = 1.0
 CHART = "ab_test.png"
+# After the last record, how long the consumer lag may take to read 0: the commit
+# interval (0.5 s) plus the lag reader's period (2 s), with room for a slow machine.
+LAG_ZERO_TIMEOUT_S = 20.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -150,13 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             BRIDGE_MODEL__COPY_FIELDS='["id"]',
             BRIDGE_BATCH__MAX_SIZE=str(args.batch_size),
             BRIDGE_BATCH__MAX_WAIT_MS=str(args.max_wait_ms),
+            BRIDGE_METRICS__PORT=str(metrics_port := free_port()),
         )
         bridge = BridgeProcess(env, out / "bridge.log")
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         say(
             f"starting the bridge ({args.protocol}, batch {args.batch_size}, "
             f"routes {_routes_text()}) ..."
         )
         bridge.start()
+        say(f"  metrics: {metrics_url} (health: /livez, /readyz)")
         bridge.wait_for_log("partitions_assigned")
         pace = f" at {args.rate:g}/s (~{args.events / args.rate:.1f} s)" if args.rate else ""
         say(
@@ -165,7 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_move_index(args)} of them"
         )
         summary = asyncio.run(
-            _run(args, broker.bootstrap_servers, bridge, server.grpc_target, models_config)
+            _run(
+                args,
+                broker.bootstrap_servers,
+                bridge,
+                server.grpc_target,
+                models_config,
+                LagWatch(metrics_url),
+            )
         )
     except KeyboardInterrupt:
         say("interrupted; stopping everything")
@@ -233,6 +247,7 @@ async def _run(
     bridge: BridgeProcess,
     grpc_target: str,
     models_config: Path,
+    lag: LagWatch,
 ) -> dict[str, Any]:
     source, results, failures = TOPICS
     # A generator, not a list: orjson's output bytes hold a few KiB each while alive.
@@ -260,6 +275,8 @@ async def _run(
             )
 
     progress = asyncio.create_task(_progress(reader, lambda: produced, args.events, first_produce))
+    watching = asyncio.create_task(lag.run(), name="lag-watch")
+    lag_zero_after: float | None = None
     try:
         sent = await report.produce(kafka, source, events, rate=args.rate, on_sent=on_sent)
         if mover is not None:
@@ -276,18 +293,45 @@ async def _run(
             say("  the bridge exited before every event had a record (see bridge.log)")
         elif not complete:
             say(f"  timed out after {args.timeout:.0f} s waiting for records")
+        else:
+            watching.cancel()
+            lag_zero_after = await lag.wait_for_zero(LAG_ZERO_TIMEOUT_S)
+            say(
+                f"  consumer lag: peak {lag.peak:.0f}, "
+                + (
+                    f"0 again {lag_zero_after:.1f} s after the last record"
+                    if lag_zero_after is not None
+                    else f"still {lag.last} after {LAG_ZERO_TIMEOUT_S:.0f} s"
+                )
+            )
         say("stopping the bridge (SIGTERM) ...")
         exit_code = await asyncio.to_thread(bridge.stop)
         await reader.settle()
     finally:
         progress.cancel()
+        watching.cancel()
         if mover is not None and not mover.done():
             mover.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mover
         await kafka.stop()
         await reader.stop()
-    return summarize(args, sent, reader.records, first_produce, exit_code, bridge, move)
+    summary = summarize(args, sent, reader.records, first_produce, exit_code, bridge, move)
+    summary["lag"] = {
+        "metric": "bridge_consumer_lag, summed over the partitions, read every second",
+        "peak": lag.peak,
+        "peak_oldest_in_flight_s": round(lag.peak_oldest_s, 3),
+        "final": lag.last,
+        "zero_after_last_record_s": None if lag_zero_after is None else round(lag_zero_after, 2),
+        "scrape_error": lag.error,
+    }
+    if lag_zero_after is None:
+        summary["problems"].append(
+            f"the consumer lag did not return to 0 (last read: {lag.last}; "
+            f"scrape error: {lag.error or 'none'})"
+        )
+        summary["ok"] = False
+    return summary
 
 
 async def _move(move: Move, grpc_target: str, models_config: Path, t0: float) -> None:
@@ -692,6 +736,13 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         + f"  (bridge exit code {summary['bridge']['exit_code']})"
     )
     say(f"  served by      fraud {versions}")
+    lag = summary.get("lag") or {}
+    zero = lag.get("zero_after_last_record_s")
+    say(
+        f"  consumer lag   peak {lag.get('peak', 0):.0f} (oldest in flight up to "
+        f"{lag.get('peak_oldest_in_flight_s', 0):.2f} s), "
+        + (f"0 again {zero:.1f} s after the last record" if zero is not None else "NOT back to 0")
+    )
     say(
         f"  throughput     {report.rate(throughput['events_per_s'])} events/s "
         f"({summary['events']} events in {throughput['seconds']:.2f} s, {throughput['window']})"
