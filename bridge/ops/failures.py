@@ -163,8 +163,8 @@ async def replay_from_args(args: argparse.Namespace, settings: OpsSettings, say:
     try:
         await replay.run()
     except (CommandError, asyncio.CancelledError):
-        # What was acknowledged and committed before stays done: say how much that was.
-        say(summary(run, replay))
+        if replay.tally.read:  # what was acknowledged and committed stays done: how much
+            say(summary(run, replay))
         raise
     say(summary(run, replay))
     return 0

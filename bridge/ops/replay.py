@@ -6,7 +6,9 @@ What is replayed, and with which headers, is ``bridge.ops.dead_letters``'s. Here
   for every partition of the failures topic, assigned directly (no group join), and
   starts where that group left off (from the beginning the first time).
 - It reads to the end offsets taken at start: a batch that reaches past them is read
-  whole (the dev broker reports a batch's base offset + 1 as its end).
+  whole (the dev broker reports the last batch's base offset + 1 as the end; taking
+  fewer records than a fetch brought would stop inside that batch and leave the rest
+  behind the committed offset, unseen until the topic grows).
 - Per fetch: every replay is sent (acks=all), all of them are awaited, and only then
   are the offsets after the records handled (replayed or passed over) committed. A
   failure or a Ctrl-C before that commit leaves those records for the next run, which
@@ -31,7 +33,6 @@ from bridge.ops.errors import CommandError
 from bridge.settings import KafkaConnection
 
 FETCH_WAIT_MS = 500
-FETCH_MAX_RECORDS = 500  # per fetch: one round of sends, acks and a commit
 
 Progress = Callable[[str], None]
 
@@ -71,6 +72,7 @@ class Replay:
         )
         self.tally = Tally()
         self.stopped_by_limit = False
+        self.unsettled = 0  # records of the fetch in hand: not committed past yet
 
     async def run(self) -> Tally:
         topic = self._run.failures_topic
@@ -79,6 +81,7 @@ class Replay:
                 ends = await self._open()
             await self._read(ends)
         finally:
+            self._progress("")  # the summary follows on a clean line
             await self._close()
         return self.tally
 
@@ -120,9 +123,9 @@ class Replay:
         topic = self._run.failures_topic
         while pending and not self.stopped_by_limit:
             async with kafka_step(f"read failures topic {topic}", kafka, timeout_s):
-                fetched = await consumer.getmany(
-                    *pending, timeout_ms=FETCH_WAIT_MS, max_records=FETCH_MAX_RECORDS
-                )
+                # No max_records: all a fetch brought for a partition at once, so a batch
+                # that reaches past the end offset is never cut at it (the dev broker).
+                fetched = await consumer.getmany(*pending, timeout_ms=FETCH_WAIT_MS)
             sends: list[asyncio.Future[object]] = []
             handled: dict[TopicPartition, int] = {}
             for tp, records in fetched.items():
@@ -135,6 +138,7 @@ class Replay:
                     if verdict is Verdict.LIMIT:
                         self.stopped_by_limit = True
                         break
+                    self.unsettled += 1  # counted in the tally, committed past only below
                     if verdict is Verdict.REPLAY and self._producer is not None:
                         destination = self._run.selection.destination(letter)
                         async with kafka_step(f"write to {destination}", kafka, timeout_s):
@@ -150,7 +154,6 @@ class Replay:
                 if tp in pending and await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
             await self._settle(sends, handled)
-        self._progress("")
 
     async def _settle(
         self, sends: list[asyncio.Future[object]], handled: dict[TopicPartition, int]
@@ -163,6 +166,7 @@ class Replay:
         if handled and not self._run.dry_run:
             async with kafka_step(f"commit for group {self._run.group}", kafka, timeout_s):
                 await self._consumer.commit(handled)
+        self.unsettled = 0
         tally = self.tally
         self._progress(
             f"read {tally.read}, {'would replay' if self._run.dry_run else 'replayed'} "
@@ -185,6 +189,11 @@ def summary(run: ReplayRun, replay: Replay) -> str:
         f"{head}; passed over {tally.count(Verdict.PASSED_OVER)}, "
         f"not replayable {tally.count(Verdict.UNREPLAYABLE)}",
     ]
+    if replay.unsettled and not run.dry_run:
+        lines.append(
+            f"ended before the last fetch was committed: its {replay.unsettled} record(s) "
+            "are read again by the next run"
+        )
     if replay.stopped_by_limit:
         lines.append(f"stopped at --limit {run.limit}: the rest stays for the next run")
     if tally.read:
