@@ -115,3 +115,32 @@ async def test_replay_puts_exactly_the_chosen_dead_letters_back_once(
     assert sorted(replayed, key=repr) == sorted(expected, key=repr)
     for _key, _value, headers in replayed:
         assert not [k for k, _ in headers if k.startswith((CONNECT, BRIDGE))]  # type: ignore[attr-defined]
+
+
+async def test_a_last_batch_that_reaches_past_the_end_offset_is_read_whole(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The dev broker's end offset is the last batch's base offset + 1 (dev-broker.md).
+
+    One record, then one batch of 999: the broker reports 2 as the end, and a run that
+    took fewer records than the fetch brought would stop inside the batch.
+    """
+    failures = f"{topic_prefix}-failures"
+    await create_topics(kafka_bootstrap, [failures], 1)
+    headers = [(CONNECT + "topic", b"payments"), (BRIDGE + "reason", b"not_json")]
+    writer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", max_batch_size=1024 * 1024
+    )
+    await writer.start()
+    try:
+        await writer.send_and_wait(failures, b"first", headers=headers, partition=0)
+        batch = writer.create_batch()
+        for i in range(999):
+            assert batch.append(key=b"k", value=b"x%d" % i, timestamp=None, headers=headers)
+        await (await writer.send_batch(batch, failures, partition=0))
+    finally:
+        await writer.stop()
+    env = {"BRIDGE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "BRIDGE_TOPICS__FAILURES": failures}
+    dry = run_bridge(env, "failures", "replay", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1000 record(s) read" in dry.stdout
