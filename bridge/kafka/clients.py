@@ -137,6 +137,26 @@ def make_reader(kafka: KafkaConnection, request_timeout_ms: int) -> AIOKafkaCons
     )
 
 
+def make_group_reader(
+    kafka: KafkaConnection, group_id: str, request_timeout_ms: int
+) -> AIOKafkaConsumer:
+    """A consumer that commits to ``group_id`` for the partitions it assigns itself.
+
+    For ``bridge failures replay``: a batch command over every partition, so it joins
+    no group (no rebalance to wait for) and commits only what it wrote and Kafka
+    acknowledged.
+    """
+    return _explaining(
+        AIOKafkaConsumer(
+            **_connection(kafka, request_timeout_ms),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        ),
+        kafka,
+    )
+
+
 def make_writer(kafka: KafkaConnection, request_timeout_ms: int) -> AIOKafkaProducer:
     """A producer for single acknowledged records (``bridge routes set``)."""
     return _explaining(

@@ -1,4 +1,5 @@
-"""``bridge serving ...`` and ``bridge routes ...``: argparse wiring and exit codes.
+"""``bridge serving ...``, ``bridge routes ...`` and ``bridge failures replay``: argparse
+wiring and exit codes.
 
 ``bridge.cli`` calls ``add_commands(subparsers)`` and then ``args.handler(args)``.
 Settings come from ``OpsSettings``: the same ``BRIDGE_*`` environment and ``--config``
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bridge.ops.errors import CommandError, UsageError
+from bridge.ops.failures import add_failures
 from bridge.ops.flags import add_config, add_kafka, add_server, add_timeout, positive_int
 from bridge.pipeline.routing import RoutesError, parse_assignments
 from bridge.settings import OpsKafka, OpsSettings, SettingsError, load_ops_settings
@@ -231,6 +233,18 @@ def run_routes_set(args: argparse.Namespace) -> int:
     return _run("routes set", body)
 
 
+# -- failures replay ------------------------------------------------------------
+
+
+def run_failures_replay(args: argparse.Namespace) -> int:
+    from bridge.ops.failures import replay_from_args
+
+    async def body() -> int:
+        return await replay_from_args(args, _settings(args), say)
+
+    return _run("failures replay", body)
+
+
 # -- argparse -------------------------------------------------------------------
 
 
@@ -334,6 +348,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     add_config(set_)
     add_timeout(set_, "deadline of the checks and of the write")
     set_.set_defaults(handler=run_routes_set)
+
+    add_failures(subparsers, run_failures_replay)  # bridge failures replay
 
 
 def build_parser() -> argparse.ArgumentParser:

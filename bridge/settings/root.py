@@ -80,11 +80,13 @@ class OpsKafka(KafkaConnection):
 
     model_config = _IGNORING
     bootstrap_servers: str = ""  # may come from --bootstrap-servers; a command says if missing
+    group_id: str = "tfs-bridge"  # bridge run's default; `failures replay` names its group after it
 
 
 class OpsTopics(BaseModel):
     model_config = _IGNORING
     control: str | None = None
+    failures: str | None = None
 
 
 class OpsServing(ServingSettings):
