@@ -1,10 +1,11 @@
 """The production manifests in k8s/ (and the bridge's Dockerfile), checked against the code.
 
-Nothing here is built or applied: there is no cluster or Docker daemon in the test
-environment. Instead each value that must agree with something else is checked
-against it: the ConfigMap's BRIDGE_* variables against ``bridge.settings``, the
+Nothing here is applied: there is no cluster or Docker daemon in the test
+environment (tests/k8s/test_build.py builds them with kubectl and validates the result
+against the Kubernetes schemas). Here each value that must agree with something else
+is checked against it: the ConfigMap's BRIDGE_* variables against ``bridge.settings``, the
 sidecar's flags against ``serving.options.parse_args`` (upstream's flag names), the
-mounted config files against ``serving/*.config``, ports against ports, grace periods
+mounted config files against ``k8s/serving-config``, ports against ports, grace periods
 against the bridge's shutdown grace. No sockets, no subprocesses.
 """
 
@@ -29,7 +30,7 @@ yaml = pytest.importorskip("yaml", reason="reading the manifests needs pyyaml (d
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OPTIONAL_RESOURCES = {"hpa.yaml"}
+SERVING_COPIES = K8S / "serving-config"  # the serving config, below k8s/ for kustomize
 SERVER_BINARY = "/usr/bin/tensorflow_model_server"
 BRIDGE_RSS_MIB = 80  # the bridge's measured peak RSS stays below this
 
@@ -73,8 +74,14 @@ def pod(deployment: Manifest) -> Manifest:
     return spec
 
 
+def _containers(pod: Manifest) -> list[Manifest]:
+    """The pod's long-running containers: the regular ones and the native sidecars."""
+    sidecars = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    return [*pod["containers"], *sidecars]
+
+
 def _container(pod: Manifest, name: str) -> Manifest:
-    found: list[Manifest] = [c for c in pod["containers"] if c["name"] == name]
+    found: list[Manifest] = [c for c in _containers(pod) if c["name"] == name]
     assert len(found) == 1, f"expected one container {name!r}"
     return found[0]
 
@@ -191,17 +198,22 @@ def test_every_manifest_is_a_resource(kustomization: Manifest) -> None:
     listed = set(kustomization["resources"])
     assert all((K8S / name).is_file() for name in listed), listed
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert on_disk - listed <= OPTIONAL_RESOURCES, "a manifest kustomize would not apply"
-    assert all((K8S / name).is_file() for name in OPTIONAL_RESOURCES)
+    # Optional parts are components (components/), not files left out of the list.
+    assert on_disk - listed == set(), "a manifest kustomize would not apply"
 
 
-def test_serving_config_is_generated_from_the_serving_folder(generator: Manifest) -> None:
+def test_serving_config_is_the_serving_folders(generator: Manifest) -> None:
     files = _generator_files(generator)
     assert set(files) == {"models.config", "batching.config", "monitoring.config"}
     for key, path in files.items():
-        # One source of truth: the files `make serve` uses, not copies.
-        assert path == ROOT / "serving" / key
-        assert path.is_file(), path
+        # Below k8s/, for kustomize's default load restrictor; the same bytes as the
+        # files `make serve` uses, which stay the ones to edit.
+        assert path == SERVING_COPIES / key
+        source = ROOT / "serving" / key
+        assert path.read_bytes() == source.read_bytes(), (
+            f"k8s/serving-config/{key} differs from serving/{key}: "
+            f"cp serving/{key} k8s/serving-config/{key}"
+        )
 
 
 def test_serving_config_updates_reach_the_running_server(
@@ -247,11 +259,12 @@ def test_config_map_loads_as_settings(settings: Settings, bridge_env: dict[str, 
     assert settings.kafka.sasl_password is None  # never in the ConfigMap
 
 
-def test_sasl_password_comes_from_an_optional_secret(bridge: Manifest) -> None:
-    env = {e["name"]: e for e in bridge.get("env", [])}
-    ref = env["BRIDGE_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert ref["optional"] is True  # clusters without SASL have no such Secret
-    assert ref["name"] and ref["key"]
+def test_kafka_secret_is_mounted_as_files(bridge: Manifest, pod: Manifest) -> None:
+    # The *_FILE settings read it (components/kafka-sasl); never an env var.
+    assert all("valueFrom" not in e for e in bridge.get("env", []))
+    volume, mount = _mount(bridge, pod, "secret")
+    assert volume["secret"]["optional"] is True  # clusters without SASL have no such Secret
+    assert mount.get("readOnly") is True
 
 
 # -- the tensorflow-serving sidecar --------------------------------------------------------
@@ -388,21 +401,26 @@ def test_liveness_does_not_depend_on_the_model_config(
         assert probe["httpGet"]["path"] == prometheus.path
 
 
-def test_prometheus_scrapes_the_metrics_route(
-    deployment: Manifest, options: ServerOptions, generator: Manifest
+def test_prometheus_annotations_point_at_the_bridge_metrics(
+    deployment: Manifest, bridge: Manifest, settings: Settings
 ) -> None:
+    # The one port the NetworkPolicy opens to monitoring (TF Serving's stay closed).
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    config = model_config.read_monitoring_config(_served(generator, options.monitoring_config_file))
-    prometheus = config.prometheus_config  # type: ignore[attr-defined]
-    assert prometheus.enable
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/path"] == prometheus.path
-    assert int(annotations["prometheus.io/port"]) == options.rest_api_port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == settings.metrics.port
+    assert _port(bridge, "metrics") == settings.metrics.port
 
 
-def test_bridge_has_no_liveness_probe(bridge: Manifest) -> None:
-    # During a model-server outage the bridge pauses on purpose; nothing should kill it.
-    assert "livenessProbe" not in bridge
+def test_bridge_probes_its_health_endpoints(bridge: Manifest, settings: Settings) -> None:
+    # The kubelet probes the pod's address: the bridge must listen on all of them.
+    assert settings.metrics.port > 0
+    assert settings.metrics.host == "0.0.0.0"
+    paths = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+    for key, path in paths.items():
+        probe = bridge[key]["httpGet"]
+        assert probe["path"] == path, key
+        assert _port(bridge, probe["port"]) == settings.metrics.port, key
 
 
 # -- shutdown, resources, security -------------------------------------------------------
@@ -418,18 +436,18 @@ def test_termination_grace_covers_the_bridge_shutdown(
 ) -> None:
     grace_ms = _grace_ms(bridge_env)
     assert grace_ms == settings.delivery.shutdown_grace_ms
-    # Room for the drain plus the final flush and commit.
-    assert pod["terminationGracePeriodSeconds"] * 1000 > grace_ms + 5_000
+    # The whole worst case, from the code's constants: tests/k8s/test_shutdown_budget.py.
+    assert pod["terminationGracePeriodSeconds"] * 1000 > grace_ms
 
 
-def test_sidecar_outlives_the_bridge_drain(
-    pod: Manifest, sidecar: Manifest, bridge_env: dict[str, str]
-) -> None:
-    command = sidecar["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[:-1] == ["/bin/sleep"]
-    sleep_ms = int(command[-1]) * 1000
-    assert sleep_ms > _grace_ms(bridge_env)  # still serving while the bridge drains
-    assert sleep_ms < pod["terminationGracePeriodSeconds"] * 1000  # then stops cleanly
+def test_sidecar_is_native_and_outlives_the_bridge(pod: Manifest, sidecar: Manifest) -> None:
+    # An init container that keeps running (Kubernetes >= 1.29): started and probed
+    # before the bridge, stopped after it, with no preStop sleep to order them.
+    assert sidecar in pod["initContainers"]
+    assert sidecar["restartPolicy"] == "Always"
+    assert "lifecycle" not in sidecar
+    assert "startupProbe" in sidecar  # what the bridge's start waits for
+    assert [c["name"] for c in pod["containers"]] == ["bridge"]
 
 
 def test_bridge_memory_fits_its_footprint(bridge: Manifest) -> None:
@@ -451,7 +469,7 @@ def test_containers_run_locked_down(pod: Manifest) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert isinstance(pod["securityContext"]["runAsUser"], int)
     assert pod["securityContext"]["runAsUser"] != 0
-    for container in pod["containers"]:
+    for container in _containers(pod):
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["readOnlyRootFilesystem"] is True, container["name"]
@@ -465,20 +483,15 @@ def _partitions(deployment: Manifest) -> int:
     return int(deployment["metadata"]["annotations"]["tfs-kafka-bridge/input-partitions"])
 
 
-def test_replicas_do_not_exceed_the_partitions(
-    deployment: Manifest, kustomization: Manifest
-) -> None:
-    hpa = _one("HorizontalPodAutoscaler", _documents(K8S / "hpa.yaml"))
-    if "hpa.yaml" in kustomization["resources"]:
-        # Otherwise every `kubectl apply` resets the HPA's count.
-        assert "replicas" not in deployment["spec"]
-    else:
-        assert 1 <= deployment["spec"]["replicas"] <= _partitions(deployment)
+def test_replicas_do_not_exceed_the_partitions(deployment: Manifest) -> None:
+    # components/hpa and components/keda remove `replicas` (tests/k8s/test_build.py).
+    hpa = _one("HorizontalPodAutoscaler", _documents(K8S / "components" / "hpa" / "hpa.yaml"))
+    assert 1 <= deployment["spec"]["replicas"] <= _partitions(deployment)
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     # Members past the partition count get no partition: they would only idle.
     assert hpa["spec"]["maxReplicas"] <= _partitions(deployment)
-    containers = {c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    containers = {c["name"] for c in _containers(deployment["spec"]["template"]["spec"])}
     for metric in hpa["spec"]["metrics"]:
         if metric["type"] == "ContainerResource":
             assert metric["containerResource"]["container"] in containers
@@ -516,7 +529,12 @@ def test_bridge_image_tag_is_the_package_version(bridge: Manifest) -> None:
 
 def test_dockerfile_builds_the_bridge_only(pod: Manifest) -> None:
     steps = _dockerfile()
-    assert [args.split()[0] for op, args in steps if op == "FROM"] == ["python:3.11-slim"] * 2
+    bases = [args.split()[0] for op, args in steps if op == "FROM"]
+    # python:3.11-slim, optionally pinned by digest; both stages the same image, so the
+    # virtualenv built in the first runs in the second.
+    assert len(bases) == 2
+    assert bases[0] == bases[1]
+    assert re.fullmatch(r"python:3\.11-slim(@sha256:[0-9a-f]{64})?", bases[0]), bases[0]
     installs = [args for op, args in steps if op == "RUN" and "pip install" in args]
     assert len(installs) == 1
     assert re.search(r"pip install \.(\s|$)", installs[0]), "pip install . with no extras"
