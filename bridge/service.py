@@ -77,7 +77,7 @@ class Service:
         self._predictor = predictor
         kafka, batch, delivery_settings = settings.kafka, settings.batch, settings.delivery
         self.outputs = Outputs(records, metrics, counts, settings.log.payloads, tracing)
-        self.delivery = Delivery(producer, self.outputs, on_fatal)
+        self.delivery = Delivery(producer, self.outputs, on_fatal, delivery_settings.ordering)
         self.shadow = (
             ShadowMirror(client, producer, records, capacity=batch.max_in_flight * 4)
             if settings.topics.shadow

@@ -1,7 +1,8 @@
 """From finished slots to Kafka: ordered hand-off to the producer, acks, resends.
 
 One emitter task hands outputs to the producer partition by partition, in offset
-order (``PartitionLedger.take_ready``), as *rounds*: per input partition at most
+order (``PartitionLedger.take_ready``; with ``DELIVERY__ORDERING=key``, in offset
+order per key: ``bridge.pipeline.keyed``), as *rounds*: per input partition at most
 one round is in flight, and a round holds at most one producer batch per output
 topic-partition. So a batch that fails can be sent again before anything that
 came after it, and order holds through any broker fault:
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -31,6 +32,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bridge.domain import Outcome
 from bridge.kafka.records import OutputRecord
+from bridge.pipeline.keyed import KeyedLedger
 from bridge.pipeline.ledger import EventLedger, EventSlot, PartitionLedger
 
 log = structlog.get_logger(__name__)
@@ -86,8 +88,10 @@ class Delivery:
         producer: AIOKafkaProducer,
         outputs: OutputMaker,
         on_fatal: Callable[[BaseException], None],
+        ordering: Literal["partition", "key"] = "partition",
     ) -> None:
         self._producer = producer
+        self._by_key = ordering == "key"
         self._outputs = outputs
         self._on_fatal = on_fatal
         self.ledgers: dict[TopicPartition, EventLedger] = {}
@@ -109,7 +113,7 @@ class Delivery:
     def ledger(self, tp: TopicPartition) -> EventLedger:
         ledger = self.ledgers.get(tp)
         if ledger is None:
-            ledger = self.ledgers[tp] = PartitionLedger()
+            ledger = self.ledgers[tp] = KeyedLedger() if self._by_key else PartitionLedger()
         return ledger
 
     def pending(self) -> int:
@@ -141,13 +145,17 @@ class Delivery:
     def finish(self, tp: TopicPartition, slot: EventSlot, outcome: Outcome) -> None:
         """The one place a slot gets its outcome; the emitter then has work for ``tp``."""
         slot.resolve(outcome)
+        if self._by_key:  # the keyed ledger finds ready slots by being told (no scans)
+            ledger = self.ledgers.get(tp)
+            if isinstance(ledger, KeyedLedger):
+                ledger.resolved(slot)
         self._dirty.add(tp)
         self._wake.set()
 
     # -- the emitter ------------------------------------------------------------------------
 
     async def run_emitter(self) -> None:
-        """The only task that hands records to the producer: offset order per partition."""
+        """The only task that hands records to the producer: offset order per partition (or key)."""
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()

@@ -117,6 +117,13 @@ class DeliverySettings(Section):
     rebalance_drain_ms: int = Field(
         5_000, ge=0, description="Time to finish revoked partitions' work"
     )
+    ordering: Literal["partition", "key"] = Field(
+        "partition",
+        description=(
+            "partition: results keep input order per input partition; key: per key "
+            "only, so a key held by retries holds up no other (see Per-key ordering)"
+        ),
+    )
 
 
 class MetricsSettings(Section):
