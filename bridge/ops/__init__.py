@@ -4,7 +4,7 @@
     flags.py          the flags several commands share (--config, --timeout, servers)
     status.py         bridge serving status: GetModelStatus + the labels of models.config
     labels.py         bridge serving label: the documented two-step label move
-    routes.py         bridge routes show|set
+    routes.py         bridge routes show|set|delete
     models_config.py  pure edits of a text-format ModelServerConfig (no I/O)
     disk.py           version directories under a base_path; atomic file writes
     control.py        the control topic's Kafka I/O (read, create, write), errors as CommandError
