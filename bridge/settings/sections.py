@@ -20,6 +20,13 @@ class TopicsSettings(Section):
         None, description="Compacted topic the routes are read from (unset: routes are fixed)"
     )
     shadow: str | None = Field(None, description="Topic for shadow results (needed with a shadow)")
+    expired: str | None = Field(
+        None,
+        description=(
+            "Topic for the failure records of expired events (unset: the failures topic; "
+            "needs DELIVERY__MAX_EVENT_AGE_MS)"
+        ),
+    )
 
 
 class ServingSettings(Section, ServingTlsSettings):
@@ -116,6 +123,14 @@ class DeliverySettings(Section):
     )
     rebalance_drain_ms: int = Field(
         5_000, ge=0, description="Time to finish revoked partitions' work"
+    )
+    max_event_age_ms: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Events whose record timestamp is older than this when the model would be called "
+            "fail as expired, unsent (unset: never)"
+        ),
     )
 
 
