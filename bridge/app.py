@@ -88,6 +88,8 @@ class Bridge:
                 retry.max_backoff_ms / 1000,
                 retry.not_found_timeout_ms / 1000,
             ),
+            # Events held through an outage are judged again for their age once it ends.
+            back_after_outage=settings.delivery.max_event_age_ms is not None,
         )
         self.lanes = Lanes(self.client, settings, self.health.hold_if_down)
         self.stop = asyncio.Event()
@@ -211,7 +213,13 @@ class Bridge:
         try:
             counts = {}
             for topic in filter(
-                None, (settings.topics.results, settings.topics.failures, settings.topics.shadow)
+                None,
+                (
+                    settings.topics.results,
+                    settings.topics.failures,
+                    settings.topics.shadow,
+                    settings.topics.expired,
+                ),
             ):
                 partitions = await producer.partitions_for(topic)
                 if not partitions:
@@ -223,6 +231,7 @@ class Bridge:
                 counts,
                 settings.serving.protocol,
                 settings.topics.shadow,
+                settings.topics.expired,
             )
             consumer = make_consumer(settings.kafka)
             # The salvage path's own protocol client: raw fetches of what aiokafka cannot read.

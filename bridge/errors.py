@@ -12,8 +12,10 @@
     │   └── RecordError                 (Kafka's record itself could not be read as written)
     │       ├── BadHeaderError          bad_header          no   a header key that is not UTF-8
     │       ├── CorruptBatchError       corrupt_batch       no   CRC mismatch: recovered, untrusted
-    │       └── UndecodableBatchError   undecodable_batch   no   nothing recoverable: one record
-    │                                                            for the batch's offset range
+    │       ├── UndecodableBatchError   undecodable_batch   no   nothing recoverable: one record
+    │       │                                                    for the batch's offset range
+    │       └── ExpiredEventError       expired             no   its record timestamp is older
+    │                                                            than DELIVERY__MAX_EVENT_AGE_MS
     ├── InternalError                   internal_error      no   a bug met while handling the event
     ├── UnwritableOutputError           output_refused      no   the broker refused the output:
     │                                                            written without the input value
@@ -94,6 +96,24 @@ class CorruptBatchError(RecordError):
 
 class UndecodableBatchError(RecordError):
     reason = "undecodable_batch"
+
+
+class ExpiredEventError(RecordError):
+    """The record's timestamp says the event is too old to be worth a model call.
+
+    Judged just before the call (so after an outage too); the bridge's clock against
+    the record's CreateTime or LogAppendTime.
+    """
+
+    reason = "expired"
+
+    @classmethod
+    def aged(cls, age_ms: int, max_age_ms: int, timestamp_ms: int) -> ExpiredEventError:
+        return cls(
+            f"the event was {age_ms} ms old when the model would have been called, over "
+            f"BRIDGE_DELIVERY__MAX_EVENT_AGE_MS={max_age_ms} (record timestamp {timestamp_ms}); "
+            "not sent to the model"
+        )
 
 
 class InternalError(BridgeError):

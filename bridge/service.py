@@ -25,6 +25,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bridge.consume import consume
+from bridge.expiry import Expiry
 from bridge.flow import FlowControl
 from bridge.intake import Intake
 from bridge.kafka.commits import Committer
@@ -83,7 +84,15 @@ class Service:
             if settings.topics.shadow
             else None
         )
-        self.workers = Workers(predictor, self.delivery, lanes, self.shadow, tracing)
+        max_age_ms = delivery_settings.max_event_age_ms
+        self.workers = Workers(
+            predictor,
+            self.delivery,
+            lanes,
+            self.shadow,
+            tracing,
+            Expiry(max_age_ms) if max_age_ms is not None else None,
+        )
         self.salvager = salvager
         self.fetch = GuardedFetch(
             consumer, self.salvager, reset_to_earliest=kafka.auto_offset_reset == "earliest"

@@ -3,23 +3,27 @@
 A worker takes a batch from the queue, runs it through the predictor (retries,
 outage holds, poison isolation) and resolves each event's slot with its outcome;
 the delivery then writes the outputs in offset order. Shadow batches go to the
-shadow mirror instead, which nothing waits for.
+shadow mirror instead, which nothing waits for. With an age bound (``bridge.expiry``)
+a batch's stale events are finished as ``expired`` just before the call, and a
+batch that waited out an outage goes back to the queue to be judged again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
 from bridge.domain import Failure
+from bridge.expiry import Expiry
 from bridge.kafka.delivery import Delivery
 from bridge.lanes import Lanes, Pending
 from bridge.metrics import Histogram
 from bridge.metrics.histograms import BATCH_SIZE_BUCKETS
-from bridge.serving.predictor import Predictor
+from bridge.serving.predictor import HeldThroughOutageError, Predictor
 from bridge.shadow import ShadowMirror
 from bridge.tracing import OFF, Tracing
 
@@ -34,7 +38,11 @@ class Workers:
         lanes: Lanes,
         shadow: ShadowMirror | None,
         tracing: Tracing = OFF,
+        expiry: Expiry | None = None,
+        clock: Callable[[], float] = time.time,  # wall clock: record timestamps are epoch
     ) -> None:
+        self._expiry = expiry
+        self._clock = clock
         self._predictor = predictor
         self._delivery = delivery
         self._lanes = lanes
@@ -60,19 +68,25 @@ class Workers:
         loop = asyncio.get_running_loop()
         delivery = self._delivery
         while True:
-            batch = await self._queue.get()
+            batch = self._unexpired(await self._queue.get())
+            if not batch:
+                continue
             lane = batch[0].lane
             started = loop.time()
             self.batch_sizes.observe(len(batch))
             # The request's span is current inside: the client's call carries its context.
-            with self._tracing.model_request(lane.target, lane.name, batch) as request:
-                outcomes = await self._predictor.run(
-                    lane.target,
-                    lane.signature,
-                    [pending.instance for pending in batch],
-                    lane.name,
-                )
-                request.done(outcomes)
+            try:
+                with self._tracing.model_request(lane.target, lane.name, batch) as request:
+                    outcomes = await self._predictor.run(
+                        lane.target,
+                        lane.signature,
+                        [pending.instance for pending in batch],
+                        lane.name,
+                    )
+                    request.done(outcomes)
+            except HeldThroughOutageError:
+                self._queue.put_nowait(batch)  # the outage is over: judged again, then sent
+                continue
             failed = 0
             versions: set[int] = set()
             for pending, outcome in zip(batch, outcomes, strict=True):
@@ -97,6 +111,17 @@ class Workers:
             for version in versions:
                 if version != lane.signature.version:
                     self._in_background(self._lanes.refresh(lane, version))
+
+    def _unexpired(self, batch: list[Pending]) -> list[Pending]:
+        """The events still worth a model call; the stale ones end as ``expired`` now."""
+        if self._expiry is None:
+            return batch
+        fresh, expired = self._expiry.split(batch, int(self._clock() * 1000))
+        for pending, failure in expired:
+            slot = pending.slot
+            assert slot is not None  # noqa: S101 - main lanes always carry a slot
+            self._delivery.finish(pending.tp, slot, failure)
+        return fresh
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from bridge.domain import Failure, Success, Target
-from bridge.errors import ModelCallError
+from bridge.errors import ExpiredEventError, ModelCallError
 
 CONNECT = "__connect.errors."
 BRIDGE = "__bridge.errors."
@@ -59,10 +59,12 @@ class RecordBuilder:
         partition_counts: Mapping[str, int],
         protocol: str,
         shadow_topic: str | None = None,
+        expired_topic: str | None = None,
     ) -> None:
         self._results = results_topic
         self._failures = failures_topic
         self._shadow = shadow_topic
+        self._expired = expired_topic  # None: expired events' dead letters go with the others
         self._counts = partition_counts
         self._protocol = protocol
         # The "model" part of a result is the same for every event a lane's version
@@ -181,9 +183,12 @@ class RecordBuilder:
         headers.extend(
             (name, str(value).encode()) for name, value in why.items() if value is not None
         )
+        topic = self._failures
+        if self._expired is not None and isinstance(error, ExpiredEventError):
+            topic = self._expired
         return OutputRecord(
-            self._failures,
-            self._partition(self._failures, source),
+            topic,
+            self._partition(topic, source),
             source.key,
             source.value if keep_value else None,
             headers,

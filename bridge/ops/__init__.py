@@ -5,7 +5,7 @@
     flags.py          the flags several commands share (--config, --timeout, servers)
     status.py         bridge serving status: GetModelStatus + the labels of models.config
     labels.py         bridge serving label: the documented two-step label move
-    routes.py         bridge routes show|set
+    routes.py         bridge routes show|set|delete
     failures.py       bridge failures replay: flags, help, the run from settings + flags
     replay.py         its Kafka I/O: read the failures topic, write, then commit
     dead_letters.py   which dead letters to replay, and with which headers (no I/O)

@@ -233,6 +233,18 @@ def run_routes_set(args: argparse.Namespace) -> int:
     return _run("routes set", body)
 
 
+def run_routes_delete(args: argparse.Namespace) -> int:
+    from bridge.ops.routes import delete_routes
+
+    async def body() -> int:
+        settings = _settings(args)
+        kafka, topic = _kafka(args, settings)
+        await delete_routes(kafka, topic, args.model, _timeout_s(args, settings), say)
+        return 0
+
+    return _run("routes delete", body)
+
+
 # -- failures replay ------------------------------------------------------------
 
 
@@ -296,7 +308,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
     routes = subparsers.add_parser(
         "routes",
-        help="A/B routes on the control topic (show, set)",
+        help="A/B routes on the control topic (show, set, delete)",
         description="Read and write the routes the bridges take from the control topic.",
     )
     routes_commands = routes.add_subparsers(dest="routes_command", required=True)
@@ -349,6 +361,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     add_timeout(set_, "deadline of the checks and of the write")
     set_.set_defaults(handler=run_routes_set)
 
+    delete = routes_commands.add_parser(
+        "delete",
+        help="drop a model's routes: the bridges go back to their settings' routes",
+        description="Write a tombstone for MODEL to the control topic (key MODEL, null value, "
+        "acks=all): every bridge that follows the topic goes back to the routes its settings "
+        "give. A model the topic has no routes for is refused; the topic is never created.",
+    )
+    delete.add_argument("model", metavar="MODEL")
+    add_kafka(delete)
+    add_config(delete)
+    add_timeout(delete, "deadline of the read and of the write")
+    delete.set_defaults(handler=run_routes_delete)
     add_failures(subparsers, run_failures_replay)  # bridge failures replay
 
 

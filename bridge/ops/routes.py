@@ -1,8 +1,9 @@
-"""``bridge routes show|set``: the routes per model on the control topic.
+"""``bridge routes show|set|delete``: the routes per model on the control topic.
 
 ``set`` checks every target it names against the model server first (unless
 ``--no-check``): a label or version the server does not have is refused and
 nothing is written, the same check the bridge makes before it takes new routes.
+``delete`` writes a tombstone, which sends every bridge back to its settings' routes.
 """
 
 from __future__ import annotations
@@ -156,3 +157,31 @@ def _in_force(entry: ModelRoutes | None) -> str:
     if entry is None or entry.routes is None:
         return f"no routes ({FALLBACK})"
     return entry.routes.describe()
+
+
+async def delete_routes(
+    kafka: KafkaConnection, topic: str, model: str, timeout_s: float, say: Callable[[str], None]
+) -> ControlRecord | None:
+    """Write the tombstone (key MODEL, null value): every bridge goes back to its settings.
+
+    A model the topic never had routes for is refused (a mistyped name would
+    otherwise "succeed"); one whose routes are deleted already gets nothing new.
+    Never creates the topic: without it the bridges use their settings anyway.
+    """
+    state = await read_control_topic(kafka, topic, timeout_s)
+    before = state.models.get(model)
+    if before is None:
+        known = ", ".join(name for name, e in state.models.items() if not e.deleted) or "none"
+        raise CommandError(
+            f"refused: control topic {topic} has no routes for {model} (models with routes: "
+            f"{known}); nothing was written"
+        )
+    if before.deleted:
+        where = before.latest.position
+        say(f"routes for {model} on {topic} are deleted already ({where}): nothing was written")
+        return None
+    record = await write_routes(kafka, topic, model, None, timeout_s)
+    say(f"deleted routes for {model} on {topic} ({record.position}): {FALLBACK}")
+    say(f"  key {model}  value null (a tombstone)")
+    say(f"  replaced {_in_force(before)}")
+    return record

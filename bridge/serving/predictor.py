@@ -91,11 +91,26 @@ class CallFailedError(Exception):
         self.calls = calls
 
 
+class HeldThroughOutageError(Exception):
+    """The batch waited out a model-server outage and was not sent again (``back_after_outage``).
+
+    Its caller judges the events again (their age, say) and sends what is still wanted.
+    """
+
+
 class Predictor:
-    def __init__(self, client: ModelClient, health: ServerHealth, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        client: ModelClient,
+        health: ServerHealth,
+        policy: RetryPolicy,
+        *,
+        back_after_outage: bool = False,
+    ) -> None:
         self._client = client
         self._health = health
         self._policy = policy
+        self._back_after_outage = back_after_outage
         self._gone: dict[Target, float] = {}  # targets NOT_FOUND past the bound
         # Seconds per model call, by (model, route, served version): "" when none served it.
         self.call_seconds = Histogram(MODEL_CALL_BUCKETS_S)
@@ -118,6 +133,8 @@ class Predictor:
             return [
                 Failure(failed.error, calls.made, calls.first_ms, calls.last_ms) for _ in instances
             ]
+        except HeldThroughOutageError:
+            raise  # to the caller, which asked for it: not a bug
         except Exception as exc:  # a bug met by one batch must not stop the bridge
             if len(instances) > 1:
                 # One event may be what triggers it (an encoding corner): isolate it.
@@ -212,6 +229,8 @@ class Predictor:
                 self._timed(started, target, calls.route, None)
                 if not (exc.retriable and await self._health.hold_if_down()):
                     raise
+                if self._back_after_outage:
+                    raise HeldThroughOutageError from exc
                 continue
             self._timed(started, target, calls.route, prediction.version)
             return prediction

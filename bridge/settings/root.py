@@ -49,6 +49,13 @@ class Settings(FromEnvAndFile):
         return self
 
     @model_validator(mode="after")
+    def _expired_topic_needs_an_age(self) -> Settings:
+        # Without a bound nothing expires: the topic would be a setting that does nothing.
+        if self.topics.expired and self.delivery.max_event_age_ms is None:
+            raise ValueError("BRIDGE_TOPICS__EXPIRED needs BRIDGE_DELIVERY__MAX_EVENT_AGE_MS")
+        return self
+
+    @model_validator(mode="after")
     def _kafka_bounds_fit(self) -> Settings:
         # One fetch may land on top of a full bridge: its size must leave the bound intact.
         kafka, batch = self.kafka, self.batch

@@ -20,6 +20,13 @@ class TopicsSettings(Section):
         None, description="Compacted topic the routes are read from (unset: routes are fixed)"
     )
     shadow: str | None = Field(None, description="Topic for shadow results (needed with a shadow)")
+    expired: str | None = Field(
+        None,
+        description=(
+            "Topic for the failure records of expired events (unset: the failures topic; "
+            "needs DELIVERY__MAX_EVENT_AGE_MS)"
+        ),
+    )
 
 
 class ServingSettings(Section, ServingTlsSettings):
@@ -122,6 +129,14 @@ class DeliverySettings(Section):
         description=(
             "partition: results keep input order per input partition; key: per key "
             "only, so a key held by retries holds up no other (see Per-key ordering)"
+        ),
+    )
+    max_event_age_ms: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Events whose record timestamp is older than this when the model would be called "
+            "fail as expired, unsent (unset: never)"
         ),
     )
 
