@@ -22,11 +22,12 @@ from bridge.lanes import Lanes, RoutesRejectedError
 from bridge.metrics import Metrics, serve_metrics
 from bridge.outputs import Counts
 from bridge.probes import Pipeline, Probes, partition_heads, stuck_after_s, watch_server
-from bridge.service import Service, bounded
+from bridge.service import SHUTDOWN_STEP_S, Service, bounded
 from bridge.serving.client import ModelClient
 from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor, RetryPolicy
 from bridge.settings import Settings
+from bridge.stacks import all_task_stacks
 from bridge.switching import RouteSwitch
 from bridge.tracing import OFF, Tracing
 from bridge.version import installed_version
@@ -176,7 +177,13 @@ class Bridge:
     def _request_stop(self, why: str) -> None:
         if not self.stop.is_set():
             log.info("stopping", signal=why)
+            budget = shutdown_budget_s(self.settings)
+            asyncio.get_running_loop().call_later(budget, self._shutdown_overdue, budget)
         self.stop.set()
+
+    def _shutdown_overdue(self, budget_s: float) -> None:
+        """Every shutdown step is bounded, so this is a bug: say where each task waits."""
+        log.error("shutdown_overdue", budget_s=budget_s, tasks=all_task_stacks())
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """These tasks run until shutdown cancels them; one that dies stops the bridge.
@@ -278,3 +285,9 @@ class Bridge:
                 await bounded(consumer.stop(), "leave the group")
         finally:
             await bounded(producer.stop(), "close the producer")
+
+
+def shutdown_budget_s(settings: Settings) -> float:
+    """The longest a shutdown can take: the drain, then the bounded Kafka and close steps
+    (flush, two commit tries, salvage client, group, producer, control-topic reader)."""
+    return settings.delivery.shutdown_grace_ms / 1000 + 7 * SHUTDOWN_STEP_S + 1.0
