@@ -19,7 +19,6 @@ Two clusters:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
@@ -28,13 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.procs import Bridges
 from tools.harness.broker import DevBroker, free_port
-from tools.harness.payments import payments
 from tools.harness.processes import ModelServer, bridge_env, run_bridge
+from tools.harness.secured import make_topics, read_outputs, send_events
 from tools.harness.tls import Certs, Stunnel, make_certs, stunnel_binary
 
 pytestmark = pytest.mark.integration
@@ -121,55 +118,11 @@ def external(request: pytest.FixtureRequest) -> Cluster:
     )
 
 
-async def make_topics(cluster: Cluster, prefix: str) -> tuple[str, str, str]:
-    names = (f"{prefix}-in", f"{prefix}-out", f"{prefix}-dlq")
-    admin = AIOKafkaAdminClient(**cluster.options())
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1) for name in names])
-    finally:
-        await admin.close()
-    return names
-
-
-async def send_events(cluster: Cluster, topic: str) -> set[tuple[int, int]]:
-    producer = AIOKafkaProducer(**cluster.options(), acks="all")
-    await producer.start()
-    try:
-        sent = set()
-        for payment in payments(EVENTS, seed=5):
-            meta = await producer.send_and_wait(topic, payment.value, key=payment.key)
-            sent.add((meta.partition, meta.offset))
-        return sent
-    finally:
-        await producer.stop()
-
-
-async def read_outputs(
-    cluster: Cluster, topics: tuple[str, ...], count: int
-) -> list[tuple[str, dict[str, object]]]:
-    consumer = AIOKafkaConsumer(
-        *topics, **cluster.options(), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out: list[tuple[str, dict[str, object]]] = []
-    try:
-        async with asyncio.timeout(90):
-            while len(out) < count:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for r in records:
-                        value = json.loads(r.value) if tp.topic.endswith("-out") else {}
-                        out.append((tp.topic, value))
-    finally:
-        await consumer.stop()
-    return out
-
-
 async def test_the_bridge_delivers_every_event_over_sasl(
     external: Cluster, topic_prefix: str, model_server: ModelServer, bridges: Bridges
 ) -> None:
-    source, results, failures = await make_topics(external, topic_prefix)
-    sent = await send_events(external, source)
+    source, results, failures = await make_topics(external.options(), topic_prefix)
+    sent = await send_events(external.options(), source, EVENTS, seed=5)
     env = bridge_env(
         external.bootstrap,
         (source, results, failures),
@@ -178,7 +131,7 @@ async def test_the_bridge_delivers_every_event_over_sasl(
         **external.env(),
     )
     bridge = await bridges.start_assigned(env)
-    outputs = await read_outputs(external, (results, failures), len(sent))
+    outputs = await read_outputs(external.options(), (results, failures), len(sent))
     assert [o for o in outputs if o[0] == failures] == []
     got = [(o[1]["source"]["partition"], o[1]["source"]["offset"]) for o in outputs]  # type: ignore[index]
     assert sorted(got) == sorted(sent)  # every event, one record each

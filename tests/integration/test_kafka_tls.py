@@ -8,20 +8,17 @@ clients (topics, input, reading the outputs) use the same CA and client certific
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.procs import Bridges
 from tools.harness.broker import DevBroker, free_port
-from tools.harness.payments import payments
 from tools.harness.processes import ModelServer, bridge_env, run_bridge
+from tools.harness.secured import make_topics, read_outputs, send_events
 from tools.harness.tls import Certs, Stunnel, make_certs, stunnel_binary
 
 pytestmark = pytest.mark.integration
@@ -80,60 +77,16 @@ def mtls_cluster(certs: Certs) -> Iterator[Cluster]:
     yield from _cluster(certs, mtls=True)
 
 
-async def make_topics(cluster: Cluster, prefix: str) -> tuple[str, str, str]:
-    names = (f"{prefix}-in", f"{prefix}-out", f"{prefix}-dlq")
-    admin = AIOKafkaAdminClient(**cluster.options())
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1) for name in names])
-    finally:
-        await admin.close()
-    return names
-
-
-async def send_events(cluster: Cluster, topic: str) -> set[tuple[int, int]]:
-    producer = AIOKafkaProducer(**cluster.options(), acks="all")
-    await producer.start()
-    try:
-        sent = set()
-        for payment in payments(EVENTS, seed=3):
-            meta = await producer.send_and_wait(topic, payment.value, key=payment.key)
-            sent.add((meta.partition, meta.offset))
-        return sent
-    finally:
-        await producer.stop()
-
-
-async def read_outputs(
-    cluster: Cluster, topics: tuple[str, ...], count: int
-) -> list[tuple[str, dict[str, object], dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(
-        *topics, **cluster.options(), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out = []
-    try:
-        async with asyncio.timeout(90):
-            while len(out) < count:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for r in records:
-                        value = json.loads(r.value) if tp.topic.endswith("-out") else {}
-                        out.append((tp.topic, value, dict(r.headers)))
-    finally:
-        await consumer.stop()
-    return out
-
-
 async def delivers_every_event(
     cluster: Cluster, prefix: str, server: ModelServer, bridges: Bridges
 ) -> None:
-    source, results, failures = await make_topics(cluster, prefix)
-    sent = await send_events(cluster, source)
+    source, results, failures = await make_topics(cluster.options(), prefix)
+    sent = await send_events(cluster.options(), source, EVENTS, seed=3)
     env = bridge_env(
         cluster.bootstrap, (source, results, failures), server, group=f"{prefix}-g", **cluster.env()
     )
     bridge = await bridges.start_assigned(env)
-    outputs = await read_outputs(cluster, (results, failures), len(sent))
+    outputs = await read_outputs(cluster.options(), (results, failures), len(sent))
     assert [o for o in outputs if o[0] == failures] == []
     got = [(o[1]["source"]["partition"], o[1]["source"]["offset"]) for o in outputs]  # type: ignore[index]
     assert sorted(got) == sorted(sent)  # every event, one record each
