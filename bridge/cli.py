@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,9 @@ def _run(config: Path | None) -> int:
     try:
         if settings.kafka.security_protocol.endswith("SSL"):
             ssl_context(settings.kafka)  # a key OpenSSL refuses stops here, before any call
+        # What start-up made (modules, settings, clients' classes) lives as long as the
+        # process: frozen out of the collector, a full collection no longer walks it.
+        gc.freeze()
         return asyncio.run(serve())
     except SettingsError as exc:  # TLS or SASL that cannot work (bridge.kafka.tls, .sasl)
         # args, not str(): a KafkaError's str() puts its class name first.

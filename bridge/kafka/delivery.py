@@ -202,7 +202,9 @@ class Delivery:
                 carry.append(out)
                 continue
             if _append(entry[0], record) is None:
-                carry.append(out)  # the batch is full (a first record always fits)
+                # The batch is full (a first record always fits): kept, so it is built once.
+                out.record = record
+                carry.append(out)
                 continue
             entry[1].append(out)
         if carry:
