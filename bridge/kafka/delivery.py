@@ -63,7 +63,8 @@ class _Out:
 
     slot: EventSlot
     # A replacement record to send as is; None: built from the slot when it is sent, and
-    # not kept after it was appended (orjson's output holds 4 KB per record).
+    # not kept after it was appended (orjson's output holds 4 KB per record); kept while
+    # it waits for the next round because its batch was full, so it is built once.
     record: OutputRecord | None = None
     alone: bool = False  # in a batch of its own (its batch was refused as a whole)
     last_resort: bool = False  # already the smallest record this event can end as
