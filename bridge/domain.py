@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from bridge.errors import BridgeError
 
 # --- Signatures: built from GetModelMetadata; everything downstream validates and
@@ -168,9 +166,13 @@ class Instance:
     shapes: dict[str, tuple[int, ...]]  # shared between instances of a fixed-shape signature
     # The copied event fields, already JSON: a field the result cannot hold fails the
     # event here, not later in the emitter, and the encoding is done once.
-    copied: orjson.Fragment
+    copied: bytes
     # Instances can share a request only if their shapes agree (variable inner dims).
     shape_key: tuple[tuple[int, ...], ...]
+
+
+# What a result embeds for "fields" when no fields are copied.
+NO_FIELDS = b"{}"
 
 
 @dataclass(slots=True)
@@ -181,7 +183,7 @@ class Routed:
     target: Target
     # The copied event fields, already JSON (``{}`` when none are copied, or the event
     # never became an instance).
-    copied: orjson.Fragment
+    copied: bytes
 
 
 # --- Outcomes: a result to publish, or a failure to dead-letter.

@@ -14,14 +14,13 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
-from bridge.domain import Failure, Routed
+from bridge.domain import NO_FIELDS, Failure, Routed
 from bridge.errors import BridgeError, EventError, InternalError
 from bridge.kafka.delivery import Delivery
 from bridge.kafka.fetch import Fetched
 from bridge.kafka.salvage import SalvagedRecord
 from bridge.lanes import Lane, Lanes, Pending
 from bridge.outputs import Counts
-from bridge.pipeline.instances import NO_FIELDS, parse_event
 from bridge.pipeline.ledger import EventSlot
 from bridge.tracing import OFF, Tracing
 
@@ -78,8 +77,7 @@ class Intake:
             )
             error: BridgeError | None = None
             try:
-                event = parse_event(value, max_bytes)
-                instance = lane.builder.build(event)
+                instance = lane.builder.decode(value, max_bytes)
             except EventError as exc:
                 error = exc
             except Exception as exc:  # one event's bug must not stop the partition
@@ -105,7 +103,7 @@ class Intake:
             ):
                 self._dispatch(batch)
             if shadow and routes.shadowed(key, (record.topic, record.partition, record.offset)):
-                self._mirror(shadow, event, record, tp, now)
+                self._mirror(shadow, value, record, tp, now)
 
     @staticmethod
     def _skip_taken(tp: TopicPartition, records: Sequence[Any], last: int) -> Sequence[Any]:
@@ -146,11 +144,11 @@ class Intake:
         self._delivery.finish(tp, slot, Failure(error, attempts=0))
 
     def _mirror(
-        self, lane: Lane, event: dict[str, Any], record: Any, tp: TopicPartition, now: float
+        self, lane: Lane, value: bytes | None, record: Any, tp: TopicPartition, now: float
     ) -> None:
         """Shadow traffic: best effort, and it never touches the main record."""
         try:
-            instance = lane.builder.build(event)
+            instance = lane.builder.decode(value, self._max_bytes)
         except Exception:  # noqa: BLE001 - the shadow cannot take it; the main record is unaffected
             return
         for batch in lane.batcher.add(

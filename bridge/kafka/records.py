@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from bridge.domain import Failure, Success, Target
@@ -40,7 +41,7 @@ class SourceRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per event
 class OutputRecord:
     topic: str
     partition: int
@@ -67,9 +68,10 @@ class RecordBuilder:
         self._expired = expired_topic  # None: expired events' dead letters go with the others
         self._counts = partition_counts
         self._protocol = protocol
-        # The "model" part of a result is the same for every event a lane's version
-        # serves: encoded once (a few per run), embedded as is.
-        self._model_blocks: dict[tuple[Target, str, int | None], orjson.Fragment] = {}
+        # A result's "model" and "source" parts up to the offset, per lane version and
+        # source partition; and the timings' format, per set of timing names.
+        self._heads: dict[tuple[Target, str, int | None, str, int], bytes] = {}
+        self._timing_formats: dict[tuple[str, ...], bytes] = {}
 
     @property
     def shadow_topic(self) -> str | None:
@@ -85,33 +87,54 @@ class RecordBuilder:
         outcome: Success,
         route: str,
         target: Target,
-        copied: orjson.Fragment,
+        copied: bytes,
         timings: Mapping[str, float],
         topic: str | None = None,
     ) -> OutputRecord:
-        """The result record (on the shadow topic when ``topic`` says so)."""
+        """The result record (on the shadow topic when ``topic`` says so).
+
+        Built from pieces: everything but the outputs, the offset, the timestamp and the
+        timings is the same for every event of one partition a lane's version serves, so
+        it is encoded once (a few per run) and joined as bytes. ``copied`` is JSON already.
+        """
         topic = topic or self._results
-        block = self._model_blocks.get((target, route, outcome.version))
-        if block is None:
-            block = orjson.Fragment(orjson.dumps(_model(target, route, outcome.version)))
-            self._model_blocks[(target, route, outcome.version)] = block
-        body = {
-            "outputs": outcome.outputs,
-            "model": block,
-            "source": {
-                "topic": source.topic,
-                "partition": source.partition,
-                "offset": source.offset,
-                "timestamp": source.timestamp,
-            },
-            "fields": copied,
-            "timings": {name: round(ms, 3) for name, ms in timings.items()},
-        }
+        where = (target, route, outcome.version, source.topic, source.partition)
+        head = self._heads.get(where)
+        if head is None:
+            head = self._heads[where] = b"".join(
+                (
+                    b',"model":',
+                    orjson.dumps(_model(target, route, outcome.version)),
+                    b',"source":{"topic":',
+                    orjson.dumps(source.topic),
+                    b',"partition":%d,"offset":' % source.partition,
+                )
+            )
+        names = tuple(timings)
+        shape = self._timing_formats.get(names)
+        if shape is None:
+            shape = self._timing_formats[names] = _timing_format(names)
+        timestamp = source.timestamp
+        value = b"".join(
+            (
+                b'{"outputs":',
+                _encode(outcome.outputs),
+                head,
+                b"%d" % source.offset,
+                b',"timestamp":',
+                b"null" if timestamp is None else b"%d" % timestamp,
+                b'},"fields":',
+                copied,
+                b',"timings":',
+                shape % tuple(timings.values()),
+                b"}",
+            )
+        )
         return OutputRecord(
             topic,
             self._partition(topic, source),
             source.key,
-            orjson.dumps(body),
+            value,
             list(source.headers),  # the producer's record builder takes only a list
         )
 
@@ -193,6 +216,17 @@ class RecordBuilder:
             source.value if keep_value else None,
             headers,
         )
+
+
+# msgspec's encoder: as orjson for what outputs hold (NaN and infinities as null), and
+# cheaper per call for small documents.
+_encode = msgspec.json.Encoder().encode
+
+
+def _timing_format(names: tuple[str, ...]) -> bytes:
+    """``{"a":%.3f,...}``: milliseconds to the microsecond, as the result has always shown."""
+    fields = b",".join(orjson.dumps(name) + b":%.3f" for name in names)
+    return b"{" + fields + b"}"
 
 
 def _model(target: Target, route: str, version: int | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bridge.domain import DType, Instance, Leaf, Signature, TensorSpec
+from bridge.domain import NO_FIELDS, DType, Instance, Leaf, Signature, TensorSpec
 from bridge.errors import (
     FieldTooDeepError,
     InputShapeError,
@@ -26,12 +26,11 @@ from bridge.errors import (
     NotJsonError,
     OversizeError,
 )
+from bridge.pipeline.typed import TypedDecoder
 
 # TensorFlow's TensorShape has at most 254 dimensions: a list nested deeper cannot be
 # a tensor, and checking it level by level would only spend the stack.
 MAX_RANK = 254
-# What a result embeds for "fields" when no fields are copied.
-NO_FIELDS = orjson.Fragment(b"{}")
 
 
 def parse_event(value: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -77,6 +76,17 @@ class InstanceBuilder:
                 if plan is not None
             }
         self._fixed_key = tuple(self._fixed.values()) if self._fixed is not None else ()
+        self._typed = TypedDecoder.for_signature(
+            signature, input_map, self._copy_fields, self._copy
+        )
+
+    def decode(self, value: bytes | None, max_bytes: int) -> Instance:
+        """Event bytes -> instance: the typed fast path, else the checks that word the error."""
+        if self._typed is not None and value is not None and len(value) <= max_bytes:
+            instance = self._typed.decode(value)
+            if instance is not None:
+                return instance
+        return self.build(parse_event(value, max_bytes))
 
     def build(self, event: Mapping[str, Any]) -> Instance:
         values: dict[str, list[Leaf]] = {}
@@ -103,10 +113,10 @@ class InstanceBuilder:
         }
         return Instance(values, shapes, copied, tuple(shapes.values()))
 
-    def _copy(self, event: Mapping[str, Any]) -> orjson.Fragment:
+    def _copy(self, event: Mapping[str, Any]) -> bytes:
         fields = {f: event[f] for f in self._copy_fields if f in event}
         try:
-            return orjson.Fragment(orjson.dumps(fields))
+            return orjson.dumps(fields)
         except TypeError as exc:  # orjson encodes at most 254 levels of nesting
             names = ", ".join(f"'{f}'" for f in fields)
             raise FieldTooDeepError(

@@ -23,9 +23,8 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from bridge.domain import Routed, Target
+from bridge.domain import NO_FIELDS, Routed, Target
 from bridge.kafka.salvage import Salvage
-from bridge.pipeline.instances import NO_FIELDS
 
 HANG = "hang"  # a commit script entry: this commit never answers
 

@@ -44,7 +44,7 @@ def test_result_record() -> None:
         Success({"p": 0.25, "flagged": False}, version=2, attempts=1, model_ms=3.0),
         "stable",
         STABLE,
-        {"id": "tx-1"},
+        b'{"id":"tx-1"}',
         {"model_ms": 3.0, "bridge_ms": 4.12345},
     )
     assert (record.topic, record.partition, record.key) == ("results", 4 % 3, b"card-1")
