@@ -76,9 +76,7 @@ class InstanceBuilder:
                 if plan is not None
             }
         self._fixed_key = tuple(self._fixed.values()) if self._fixed is not None else ()
-        self._typed = TypedDecoder.for_signature(
-            signature, input_map, self._copy_fields, self._copy
-        )
+        self._typed = TypedDecoder.for_signature(signature, input_map, self._copy_fields)
 
     def decode(self, value: bytes | None, max_bytes: int) -> Instance:
         """Event bytes -> instance: the typed fast path, else the checks that word the error."""

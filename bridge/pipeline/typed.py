@@ -21,14 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 
-from bridge.domain import NO_FIELDS, DType, Instance, Leaf, Signature
-from bridge.errors import EventError
+from bridge.domain import NO_FIELDS, DType, Instance, Signature
 
 # msgspec bounds integers only within int64; a uint64 input takes the checking path.
 _INT64_HIGH = 2**63 - 1
-
-Copy = Callable[[Mapping[str, Any]], bytes]  # the copied fields -> their JSON
 
 
 class TypedDecoder:
@@ -38,7 +36,6 @@ class TypedDecoder:
         self,
         inputs: Sequence[tuple[str, str, DType, tuple[int, ...]]],
         copy_fields: Sequence[str],
-        copy: Copy,
     ) -> None:
         """``inputs``: (input name, event field, dtype, instance shape () or (n,), n=-1: any)."""
         fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
@@ -50,16 +47,9 @@ class TypedDecoder:
             fields.append((f"c{index}", Any, msgspec.UNSET))
             rename[f"c{index}"] = field
         struct = msgspec.defstruct("Event", fields, rename=rename)
-        self._decoder = msgspec.json.Decoder(struct)
-        self._inputs = [(name, shape == ()) for name, _, _, shape in inputs]
-        self._count = len(inputs)
-        self._copy_fields = tuple(copy_fields)
-        self._copy = copy
-        # Every input of a fixed length: all instances share one shapes dict and batch key.
-        self._fixed: dict[str, tuple[int, ...]] | None = None
-        if all(-1 not in shape for _, _, _, shape in inputs):
-            self._fixed = {name: shape for name, _, _, shape in inputs}
-        self._fixed_key = tuple(self._fixed.values()) if self._fixed is not None else ()
+        self.decode: Callable[[bytes], Instance | None] = _compile(
+            msgspec.json.Decoder(struct).decode, inputs, copy_fields
+        )
 
     @classmethod
     def for_signature(
@@ -67,18 +57,14 @@ class TypedDecoder:
         signature: Signature,
         input_map: Mapping[str, str],
         copy_fields: Sequence[str],
-        copy: Copy,
     ) -> TypedDecoder | None:
         """The decoder, or None where the signature needs what only the checking path does."""
         inputs = []
         for name, spec in signature.inputs.items():
             shape = spec.instance_shape
             dtype = spec.dtype
-            if (
-                shape is None
-                or len(shape) > 1
-                or not (dtype.is_float or dtype.is_integer or dtype is DType.BOOL)
-            ):
+            numeric = dtype.is_float or dtype.is_integer or dtype is DType.BOOL
+            if shape is None or len(shape) > 1 or not numeric:
                 return None  # strings (base64 objects) and nested lists: the checking path
             if dtype is DType.UINT64:
                 return None
@@ -86,36 +72,71 @@ class TypedDecoder:
         names = [field for _, field, _, _ in inputs] + list(copy_fields)
         if len(set(names)) != len(names):
             return None  # a field read twice (an input also copied): one struct field each
-        return cls(inputs, copy_fields, copy)
+        return cls(inputs, copy_fields)
 
-    def decode(self, value: bytes) -> Instance | None:
-        if not value.isascii():
-            return None
-        try:
-            event = self._decoder.decode(value)
-        except (msgspec.MsgspecError, RecursionError):
-            return None
-        parts = msgspec.structs.astuple(event)
-        values: dict[str, list[Leaf]] = {}
-        for (name, scalar), leaf in zip(self._inputs, parts, strict=False):
-            values[name] = [leaf] if scalar else leaf
-        copied = NO_FIELDS
-        if self._copy_fields:
-            present = {
-                field: part
-                for field, part in zip(self._copy_fields, parts[self._count :], strict=True)
-                if part is not msgspec.UNSET
-            }
-            try:
-                copied = self._copy(present)
-            except EventError:
-                return None  # the checking path raises it again, with its wording
-        if self._fixed is not None:
-            return Instance(values, self._fixed, copied, self._fixed_key)
-        shapes: dict[str, tuple[int, ...]] = {
-            name: () if scalar else (len(values[name]),) for name, scalar in self._inputs
-        }
-        return Instance(values, shapes, copied, tuple(shapes.values()))
+
+def _compile(
+    decode: Callable[[bytes], Any],
+    inputs: Sequence[tuple[str, str, DType, tuple[int, ...]]],
+    copy_fields: Sequence[str],
+) -> Callable[[bytes], Instance | None]:
+    """The decode function of one signature, written out as Python and compiled.
+
+    As dataclasses does for ``__init__``: the per-event work is a few attribute reads
+    and one dict literal, with no loop over the inputs and no tuple unpacking; that
+    halves the Python around msgspec's call. Only ``repr``-quoted names and numbers
+    go into the source.
+    """
+    values = ", ".join(
+        f"{name!r}: [event.i{index}]" if shape == () else f"{name!r}: event.i{index}"
+        for index, (name, _, _, shape) in enumerate(inputs)
+    )
+    lines = [
+        "def decode(value):",
+        "    if not value.isascii():",
+        "        return None",  # msgspec does not check UTF-8 in fields it skips
+        "    try:",
+        "        event = _decode(value)",
+        "    except _REFUSED:",
+        "        return None",
+    ]
+    if copy_fields:
+        lines.append("    present = {}")
+        for index, field in enumerate(copy_fields):
+            lines.append(f"    if event.c{index} is not _UNSET:")
+            lines.append(f"        present[{field!r}] = event.c{index}")
+        lines += [
+            "    try:",
+            "        copied = _dumps(present)",  # as InstanceBuilder's copy encodes them
+            "    except TypeError:",  # too deep for orjson: the checking path words it
+            "        return None",
+        ]
+    else:
+        lines.append("    copied = _NO_FIELDS")
+    if all(-1 not in shape for _, _, _, shape in inputs):
+        # Every input of a fixed length: all instances share one shapes dict and batch key.
+        lines.append(f"    return _Instance({{{values}}}, _SHAPES, copied, _SHAPE_KEY)")
+    else:
+        shapes = ", ".join(
+            f"{name!r}: ()" if shape == () else f"{name!r}: (len(event.i{index}),)"
+            for index, (name, _, _, shape) in enumerate(inputs)
+        )
+        lines.append(f"    shapes = {{{shapes}}}")
+        lines.append(f"    return _Instance({{{values}}}, shapes, copied, tuple(shapes.values()))")
+    fixed = {name: shape for name, _, _, shape in inputs}
+    namespace: dict[str, Any] = {
+        "_decode": decode,
+        "_REFUSED": (msgspec.MsgspecError, RecursionError),
+        "_UNSET": msgspec.UNSET,
+        "_dumps": orjson.dumps,  # as InstanceBuilder's copy encodes them
+        "_NO_FIELDS": NO_FIELDS,
+        "_Instance": Instance,
+        "_SHAPES": fixed,
+        "_SHAPE_KEY": tuple(fixed.values()),
+    }
+    exec("\n".join(lines), namespace)  # noqa: S102 - source made above from repr'd names
+    function: Callable[[bytes], Instance | None] = namespace["decode"]
+    return function
 
 
 def _field_type(dtype: DType, shape: tuple[int, ...]) -> Any:

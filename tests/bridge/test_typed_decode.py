@@ -110,8 +110,7 @@ def test_integer_and_bool_events_end_the_same_on_both_paths(value: bytes) -> Non
 
 
 def test_the_fast_path_takes_a_good_event_and_leaves_the_rest() -> None:
-    builder = InstanceBuilder(FRAUD, copy_fields=["id"])
-    typed = TypedDecoder.for_signature(FRAUD, {}, ["id"], builder._copy)
+    typed = TypedDecoder.for_signature(FRAUD, {}, ["id"])
     assert typed is not None
     instance = typed.decode(_fraud(amount=3))
     assert instance is not None and instance.values["amount"] == [3.0]
@@ -121,14 +120,11 @@ def test_the_fast_path_takes_a_good_event_and_leaves_the_rest() -> None:
 
 
 def test_signatures_the_fast_path_cannot_hold_take_the_checking_path() -> None:
-    def copy(fields: object) -> bytes:
-        return b"{}"
-
-    assert TypedDecoder.for_signature(MIXED, {}, [], copy) is None  # strings, nested lists
+    assert TypedDecoder.for_signature(MIXED, {}, []) is None  # strings, nested lists
     uint64 = Signature("u", 1, "s", {"x": TensorSpec(DType.UINT64, (-1,))}, {})
-    assert TypedDecoder.for_signature(uint64, {}, [], copy) is None
+    assert TypedDecoder.for_signature(uint64, {}, []) is None
     # A field read twice (an input that is also copied) is one struct field too many.
-    assert TypedDecoder.for_signature(FRAUD, {}, ["amount"], copy) is None
+    assert TypedDecoder.for_signature(FRAUD, {}, ["amount"]) is None
 
 
 def test_a_number_too_large_in_a_field_never_read_is_the_one_known_leniency() -> None:
