@@ -10,6 +10,7 @@ and metrics come from ``written``, once Kafka acknowledged the record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,26 +84,31 @@ class Outputs:
             self._tracing.stamp(output.headers, slot.trace)
         return output
 
-    def written(self, slot: EventSlot, now: float) -> None:
-        """Kafka acknowledged the slot's output record: count it (fetch to acknowledged)."""
-        routed = slot.context
-        outcome = slot.outcome
-        seconds = now - slot.fetched
-        self._counts.durations.record(seconds * 1000)
-        if isinstance(outcome, Success):
-            self._counts.results += 1
-            self._metrics.observe(
-                routed.target.model, routed.route, outcome.version, "result", "", seconds
-            )
-        elif isinstance(outcome, Failure):
-            self._counts.failures += 1
-            reason = outcome.error.reason
-            self._counts.reasons[reason] = self._counts.reasons.get(reason, 0) + 1
-            self._metrics.observe(
-                routed.target.model, routed.route, None, "failure", reason, seconds
-            )
-        if slot.trace is not None:
-            self._tracing.end_event(slot)
+    def written(self, slots: Sequence[EventSlot], now: float) -> None:
+        """Kafka acknowledged these slots' output records: count them (fetch to acknowledged).
+
+        Called once per producer batch, so the lookups are made once per batch too.
+        """
+        counts = self._counts
+        record_ms = counts.durations.record
+        observe = self._metrics.observe
+        results = 0
+        for slot in slots:
+            routed = slot.context
+            outcome = slot.outcome
+            seconds = now - slot.fetched
+            record_ms(seconds * 1000)
+            if isinstance(outcome, Success):
+                results += 1
+                observe(routed.target.model, routed.route, outcome.version, "result", "", seconds)
+            elif isinstance(outcome, Failure):
+                counts.failures += 1
+                reason = outcome.error.reason
+                counts.reasons[reason] = counts.reasons.get(reason, 0) + 1
+                observe(routed.target.model, routed.route, None, "failure", reason, seconds)
+            if slot.trace is not None:
+                self._tracing.end_event(slot)
+        counts.results += results
 
     def _build(self, slot: EventSlot, now: float) -> OutputRecord:
         record: Any = slot.record

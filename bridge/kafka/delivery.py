@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -49,8 +49,8 @@ class OutputMaker(Protocol):
         """The smallest record the event can end as, for an output the broker refused."""
         ...
 
-    def written(self, slot: EventSlot, now: float) -> None:
-        """Kafka acknowledged the slot's output: count it."""
+    def written(self, slots: Sequence[EventSlot], now: float) -> None:
+        """Kafka acknowledged these slots' outputs (one producer batch): count them."""
         ...
 
 
@@ -231,10 +231,9 @@ class Delivery:
         if self.ledgers.get(this.tp) is not this.ledger:
             pass  # handed back meanwhile: the answer is not ours to act on
         elif error is None:
-            now = asyncio.get_running_loop().time()
-            for out in members:
-                this.ledger.ack(out.slot)
-                self._outputs.written(out.slot, now)
+            slots = [out.slot for out in members]
+            this.ledger.ack_all(slots)
+            self._outputs.written(slots, asyncio.get_running_loop().time())
         else:
             this.failed.append((members, error))
         this.open -= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -93,9 +94,14 @@ class PartitionLedger(Generic[T, C]):
 
     def ack(self, slot: Slot[T, C]) -> None:
         """Kafka acknowledged the slot's output record."""
-        if slot.state is not SlotState.SENT:
-            raise RuntimeError(f"offset {slot.offset} acknowledged in state {slot.state.name}")
-        slot.state = SlotState.ACKED
+        self.ack_all((slot,))
+
+    def ack_all(self, acked: Iterable[Slot[T, C]]) -> None:
+        """Kafka acknowledged these slots' output records (a producer batch's)."""
+        for slot in acked:
+            if slot.state is not SlotState.SENT:
+                raise RuntimeError(f"offset {slot.offset} acknowledged in state {slot.state.name}")
+            slot.state = SlotState.ACKED
         slots = self._slots
         while slots and slots[0].state is SlotState.ACKED:
             done = slots.popleft()

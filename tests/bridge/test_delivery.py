@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -61,8 +61,8 @@ class Harness:
     def build(self, slot: EventSlot, now: float) -> OutputRecord:
         return build_output(slot, now)
 
-    def written(self, slot: EventSlot, now: float) -> None:
-        self.written_offsets.append(slot.offset)
+    def written(self, slots: Sequence[EventSlot], now: float) -> None:
+        self.written_offsets.extend(slot.offset for slot in slots)
 
     def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         self.unwritable_calls.append(slot.offset)

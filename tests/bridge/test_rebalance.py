@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import structlog
@@ -45,7 +45,7 @@ class Outputs:
     def unwritable(self, slot: EventSlot, error: BaseException) -> OutputRecord:
         return OutputRecord("failures", slot.record.partition, None, None, [])
 
-    def written(self, slot: EventSlot, now: float) -> None:
+    def written(self, slots: Sequence[EventSlot], now: float) -> None:
         return None
 
 
