@@ -260,10 +260,16 @@ def _row(signature: Signature, instance: Instance) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name, spec in signature.inputs.items():
         leaves: list[Any] = instance.values[name]
+        shape = instance.shapes[name]
         if spec.dtype is DType.STRING:
             # JSON strings must be text; TF Serving takes binary as {"b64": ...}.
             leaves = [{"b64": base64.b64encode(v).decode()} for v in leaves]
-        row[name] = nest(leaves, instance.shapes[name]) if instance.shapes[name] else leaves[0]
+        if not shape:
+            row[name] = leaves[0]
+        elif len(shape) == 1:
+            row[name] = leaves  # a flat list is its own JSON: no per-leaf pass
+        else:
+            row[name] = nest(leaves, shape)
     return row
 
 
