@@ -89,15 +89,17 @@ class Workers:
                 continue
             failed = 0
             versions: set[int] = set()
+            finished = []
             for pending, outcome in zip(batch, outcomes, strict=True):
                 slot = pending.slot
                 assert slot is not None  # noqa: S101 - main lanes always carry a slot
                 slot.dispatched = started
-                delivery.finish(pending.tp, slot, outcome)
+                finished.append((pending.tp, slot, outcome))
                 if isinstance(outcome, Failure):
                     failed += 1
                 elif outcome.version is not None:
                     versions.add(outcome.version)
+            delivery.finish_all(finished)
             # Per request: at debug, or per-event mode logs a line per event (see bridge.summary).
             log.debug(
                 "batch",

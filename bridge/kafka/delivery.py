@@ -145,12 +145,18 @@ class Delivery:
 
     def finish(self, tp: TopicPartition, slot: EventSlot, outcome: Outcome) -> None:
         """The one place a slot gets its outcome; the emitter then has work for ``tp``."""
-        slot.resolve(outcome)
-        if self._by_key:  # the keyed ledger finds ready slots by being told (no scans)
-            ledger = self.ledgers.get(tp)
-            if isinstance(ledger, KeyedLedger):
-                ledger.resolved(slot)
-        self._dirty.add(tp)
+        self.finish_all(((tp, slot, outcome),))
+
+    def finish_all(self, finished: Iterable[tuple[TopicPartition, EventSlot, Outcome]]) -> None:
+        """``finish`` for a model call's worth of slots: the emitter is woken once."""
+        dirty = self._dirty
+        for tp, slot, outcome in finished:
+            slot.resolve(outcome)
+            if self._by_key:  # the keyed ledger finds ready slots by being told (no scans)
+                ledger = self.ledgers.get(tp)
+                if isinstance(ledger, KeyedLedger):
+                    ledger.resolved(slot)
+            dirty.add(tp)
         self._wake.set()
 
     # -- the emitter ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -122,7 +122,10 @@ class FakeDelivery:
     all_finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finish(self, tp: Any, slot: EventSlot, outcome: Outcome) -> None:
-        self.finished.append((slot.offset, outcome))
+        self.finish_all([(tp, slot, outcome)])
+
+    def finish_all(self, finished: Iterable[tuple[Any, EventSlot, Outcome]]) -> None:
+        self.finished.extend((slot.offset, outcome) for _, slot, outcome in finished)
         if len(self.finished) >= self.wanted:
             self.all_finished.set()
 
