@@ -15,6 +15,9 @@ Rows (one model server and one broker for all of them, same flags throughout):
   concurrency as the bridge (``MAX_IN_FLIGHT``), no Kafka.
 - pass-through (limit 2): a bare consume -> produce loop as a process (aiokafka,
   the bridge's client settings, manual commits of acknowledged offsets, no model).
+  Run once at the start (its events/s is the limit), and again, over the backlog
+  only, just before each micro-batched bridge row: the CPU-per-event ratio divides
+  by that one, as the machine's speed drifts over a run more than either row varies.
 
 Targets are printed with PASS or MISS and never fail the run; the exit code is
 nonzero only when a run is broken (an input without exactly one output, a process
@@ -242,7 +245,8 @@ def print_setup(setup: dict[str, Any]) -> None:
     )
     say(
         f"  N           {plan['events']} events per micro-batched row, {plan['limit_events']} per "
-        f"pass-through and direct batched row, {plan['per_event']} per per-event row"
+        f"pass-through and direct batched row, {plan['per_event']} per per-event row; a "
+        f"pass-through of {plan['events']} just before each micro-batched row"
     )
     say(
         f"  latency     paced runs after the throughput run, same process: {plan['paced']} events "
@@ -342,6 +346,15 @@ class Bench:
         for protocol in plan.protocols:
             for size in (1, plan.batch):
                 mode = "per-event" if size == 1 else f"batched {size}"
+                if size != 1:
+                    # The ratio's denominator, measured just before its numerator: the
+                    # machine's speed drifts over a run more than either row varies.
+                    say(f"pass-through beside bridge {protocol} {mode} ...")
+                    self.rows.append(
+                        await self.kafka_row(
+                            _beside(protocol), "pass-through", plan.events, paced=False
+                        )
+                    )
                 say(f"bridge {protocol} {mode} ...")
                 count = plan.per_event if size == 1 else plan.events
                 self.rows.append(
@@ -390,7 +403,10 @@ class Bench:
             "machine": report.machine_busy_seconds(),
         }
 
-    async def kafka_row(self, name: str, kind: str, count: int, size: int = 1) -> dict[str, Any]:
+    async def kafka_row(
+        self, name: str, kind: str, count: int, size: int = 1, *, paced: bool = True
+    ) -> dict[str, Any]:
+        """``paced=False``: the backlog only (a pass-through beside a bridge row)."""
         plan = self.plan
         topics = self._topics(name)
         await create_topics(self.bootstrap, topics, PARTITIONS)
@@ -405,10 +421,10 @@ class Bench:
             first = await self._wait(process, reader, count, started)
             after = self._cpu(process.pid)
             backlog = list(reader.records)
-            paced: dict[SourceKey, report.Sent] = {}
-            if plan.paced and (size == 1 or kind == "pass-through"):
+            latency: dict[SourceKey, report.Sent] = {}
+            if paced and plan.paced and (size == 1 or kind == "pass-through"):
                 say(f"  latency: {plan.paced} events at {plan.rate:g}/s ...")
-                paced = await report.produce(
+                latency = await report.produce(
                     kafka, topics[0], payments(plan.paced, seed=12), rate=plan.rate
                 )
                 await self._wait(process, reader, count + plan.paced, started)
@@ -418,7 +434,7 @@ class Bench:
                 slow = await report.produce(
                     kafka, topics[0], payments(plan.slow_paced, seed=13), rate=plan.slow_rate
                 )
-                await self._wait(process, reader, count + len(paced) + len(slow), started)
+                await self._wait(process, reader, count + len(latency) + len(slow), started)
             rss = report.peak_rss_mb(process.pid)
             exit_code = await asyncio.to_thread(process.stop)
             await reader.settle(quiet_s=0.3)
@@ -431,11 +447,11 @@ class Bench:
         row = self._row(name, kind, size, sent, backlog, started, first, after, process.log_path)
         row["peak_rss_mb"] = None if rss is None else round(rss, 1)
         row["exit_code"] = exit_code
-        accounting = report.account(sent | paced | slow, reader.records)
+        accounting = report.account(sent | latency | slow, reader.records)
         row["accounted"] = accounting.ok
         row["accounting_problems"] = accounting.problems()
-        if paced:
-            row["latency"] = self._latency(paced, reader.records, plan.rate)
+        if latency:
+            row["latency"] = self._latency(latency, reader.records, plan.rate)
         if slow:
             row["latency_slow"] = self._latency(slow, reader.records, plan.slow_rate)
         say(
@@ -765,6 +781,11 @@ def _cpu_text(per_event: dict[str, float | None]) -> str:
     return " ".join(f"{part} {value:g}" for part, value in per_event.items() if value)
 
 
+def _beside(protocol: str) -> str:
+    """The pass-through row run just before the protocol's micro-batched row."""
+    return f"pass-through beside {protocol}"
+
+
 def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((row for row in results["rows"] if row["name"] == name), None)
 
@@ -783,8 +804,8 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 DEFINITIONS = {
     "cpu per event": "CPU seconds of the bridge process / events, from its first output to "
-    "its last, divided by the same for the pass-through process in this run (both drain a "
-    "backlog of the same events on the same broker)",
+    "its last, divided by the same for a pass-through process run just before it (both "
+    "drain a backlog of the same events on the same broker)",
     "saturation": "per-event bridge (MAX_SIZE 1): its CPU per event, and which side is the "
     "limit: the model server when the bridge reaches >= 80 % of the direct batch-1 loop's "
     "instances/s with the same calls in flight, else the bridge's own loop",
@@ -843,19 +864,21 @@ def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
 
     passthrough = _row(results, "pass-through")
     pt_rate = passthrough["events_per_s"] if passthrough else None
-    pt_cpu = _get(passthrough, "cpu_us_per_event", "process")
+    first_pt_cpu = _get(passthrough, "cpu_us_per_event", "process")
     for protocol, goal in (("grpc", 1.5), ("rest", 2.0)):
         if protocol not in plan.protocols:
             continue
         cpu = _get(_row(results, f"bridge {protocol} batched {plan.batch}"), "cpu_us_per_event")
         own = _get(cpu, "process")
+        pt_cpu = _get(_row(results, _beside(protocol)), "cpu_us_per_event", "process")
         add(
             f"{protocol}: micro-batched CPU per event, x the pass-through's",
             round(own / pt_cpu, 2) if own and pt_cpu else None,
             "x",
             goal,
             "cpu per event",
-            f"{report.ms(own, 1)} / {report.ms(pt_cpu, 1)} us",
+            f"{report.ms(own, 1)} / {report.ms(pt_cpu, 1)} us "
+            f"(first pass-through: {report.ms(first_pt_cpu, 1)})",
         )
     for protocol in plan.protocols:
         row = _row(results, f"bridge {protocol} per-event")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -68,6 +68,28 @@ def test_result_record() -> None:
         "fields": {"id": "tx-1"},
         "timings": {"model_ms": 3.0, "bridge_ms": 4.123},
     }
+
+
+def test_result_pieces_hold_any_topic_name_timestamp_and_output() -> None:
+    """The parts joined as bytes stay valid JSON: escapes, a missing timestamp, NaN."""
+    source = Source('odd "topic"\\é', 1, 7, None, None, b"{}", [])
+    builder = RecordBuilder("results", "failures", {"results": 3, "failures": 2}, "grpc")
+    outcome = Success({"p": float("nan"), "text": 'a"b', "big": 10**18}, 3, 1, 1.0)
+    first = builder.result(source, outcome, "v3", Target("m", version=3), b"{}", {"q": 0.0004})
+    again = builder.result(
+        replace(source, offset=8), outcome, "v3", Target("m", version=3), b"{}", {}
+    )
+    body = orjson.loads(first.value or b"")
+    assert body["source"] == {
+        "topic": 'odd "topic"\\é',
+        "partition": 1,
+        "offset": 7,
+        "timestamp": None,
+    }
+    assert body["outputs"] == {"p": None, "text": 'a"b', "big": 10**18}
+    assert body["timings"] == {"q": 0.0}
+    assert orjson.loads(again.value or b"")["source"]["offset"] == 8
+    assert orjson.loads(again.value or b"")["timings"] == {}
 
 
 def test_failure_record_is_the_original_plus_why() -> None:
