@@ -246,7 +246,7 @@ def print_setup(setup: dict[str, Any]) -> None:
     say(
         f"  N           {plan['events']} events per micro-batched row, {plan['limit_events']} per "
         f"pass-through and direct batched row, {plan['per_event']} per per-event row; a "
-        f"pass-through of {plan['events']} just before each micro-batched row"
+        f"pass-through of {plan['limit_events']} just before each micro-batched row"
     )
     say(
         f"  latency     paced runs after the throughput run, same process: {plan['paced']} events "
@@ -352,7 +352,7 @@ class Bench:
                     say(f"pass-through beside bridge {protocol} {mode} ...")
                     self.rows.append(
                         await self.kafka_row(
-                            _beside(protocol), "pass-through", plan.events, paced=False
+                            _beside(protocol), "pass-through", plan.limit_events, paced=False
                         )
                     )
                 say(f"bridge {protocol} {mode} ...")

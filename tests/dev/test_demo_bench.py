@@ -17,6 +17,7 @@ import pytest
 from bridge.ops.labels import read_models_config
 from bridge.ops.models_config import find_model
 from tests.dev.processes import left_running
+from tools import report
 from tools.harness.payments import payments
 from tools.harness.processes import REPO
 
@@ -140,6 +141,8 @@ def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in results["rows"]}
     assert set(rows) == {
         "pass-through",
+        "pass-through beside grpc",
+        "pass-through beside rest",
         "bridge grpc per-event",
         f"bridge grpc batched {batch}",
         "bridge rest per-event",
@@ -153,7 +156,7 @@ def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
         assert row["events_per_s"] > 0, name
         assert row["start_s"]["consuming"] is not None, name
         assert row["peak_rss_mb"] > 0, name
-        paced = name == "pass-through" or name.endswith("per-event")
+        paced = name == "pass-through" or name.endswith("per-event")  # not the "beside" rows
         assert ("latency" in row) == paced, name
         if paced:
             assert row["latency"]["count"] == plan["paced"], name
@@ -166,6 +169,15 @@ def test_bench_quick_runs_every_row(tmp_path: Path) -> None:
     assert rows["pass-through"]["events"] == plan["limit_events"]
     for protocol in ("grpc", "rest"):
         assert rows[f"bridge {protocol} batched {batch}"]["events"] == plan["events"]
+        assert rows[f"pass-through beside {protocol}"]["events"] == plan["limit_events"]
+    # Each ratio's denominator is the pass-through run just before its bridge row.
+    ratios = {t["target"]: t for t in results["targets"] if t["definition"] == "cpu per event"}
+    for protocol in ("grpc", "rest"):
+        beside = rows[f"pass-through beside {protocol}"]["cpu_us_per_event"]["process"]
+        bridge = rows[f"bridge {protocol} batched {batch}"]["cpu_us_per_event"]["process"]
+        ratio = ratios[f"{protocol}: micro-batched CPU per event, x the pass-through's"]
+        assert ratio["value"] == (round(bridge / beside, 2) if bridge and beside else None)
+        assert f"/ {report.ms(beside, 1)} us (first pass-through" in ratio["detail"]
 
     for protocol in ("grpc", "rest"):
         direct = results["direct"][protocol]
