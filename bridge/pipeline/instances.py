@@ -76,7 +76,18 @@ class InstanceBuilder:
                 if plan is not None
             }
         self._fixed_key = tuple(self._fixed.values()) if self._fixed is not None else ()
-        self._typed = TypedDecoder.for_signature(signature, input_map, self._copy_fields)
+        # The typed pass takes what the fast path takes: numbers and booleans, scalars or
+        # flat lists; a signature with any other input is left to the checks whole.
+        typed_inputs = [
+            (name, field, spec.dtype, () if plan.scalar else (plan.length,))
+            for name, field, spec, plan in self._inputs
+            if plan is not None
+        ]
+        self._typed = (
+            TypedDecoder.for_inputs(typed_inputs, self._copy_fields, self._fixed)
+            if len(typed_inputs) == len(self._inputs)
+            else None
+        )
 
     def decode(self, value: bytes | None, max_bytes: int) -> Instance:
         """Event bytes -> instance: the typed fast path, else the checks that word the error."""

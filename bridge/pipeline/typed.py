@@ -17,16 +17,19 @@ the event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 
-from bridge.domain import NO_FIELDS, DType, Instance, Signature
+from bridge.domain import NO_FIELDS, DType, Instance
 
 # msgspec bounds integers only within int64; a uint64 input takes the checking path.
 _INT64_HIGH = 2**63 - 1
+
+
+Inputs = Sequence[tuple[str, str, DType, tuple[int, ...]]]  # name, event field, dtype, shape
 
 
 class TypedDecoder:
@@ -34,10 +37,14 @@ class TypedDecoder:
 
     def __init__(
         self,
-        inputs: Sequence[tuple[str, str, DType, tuple[int, ...]]],
+        inputs: Inputs,
         copy_fields: Sequence[str],
+        fixed: dict[str, tuple[int, ...]] | None,
     ) -> None:
-        """``inputs``: (input name, event field, dtype, instance shape () or (n,), n=-1: any)."""
+        """``inputs``: in signature order, each shape () or (n,) (n = -1: any length).
+
+        ``fixed``: the shapes every instance shares when no input's length varies.
+        """
         fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
         rename: dict[str, str] = {}
         for index, (_, field, dtype, shape) in enumerate(inputs):
@@ -48,37 +55,31 @@ class TypedDecoder:
             rename[f"c{index}"] = field
         struct = msgspec.defstruct("Event", fields, rename=rename)
         self.decode: Callable[[bytes], Instance | None] = _compile(
-            msgspec.json.Decoder(struct).decode, inputs, copy_fields
+            msgspec.json.Decoder(struct).decode, inputs, copy_fields, fixed
         )
 
     @classmethod
-    def for_signature(
+    def for_inputs(
         cls,
-        signature: Signature,
-        input_map: Mapping[str, str],
+        inputs: Inputs,
         copy_fields: Sequence[str],
+        fixed: dict[str, tuple[int, ...]] | None,
     ) -> TypedDecoder | None:
-        """The decoder, or None where the signature needs what only the checking path does."""
-        inputs = []
-        for name, spec in signature.inputs.items():
-            shape = spec.instance_shape
-            dtype = spec.dtype
-            numeric = dtype.is_float or dtype.is_integer or dtype is DType.BOOL
-            if shape is None or len(shape) > 1 or not numeric:
-                return None  # strings (base64 objects) and nested lists: the checking path
-            if dtype is DType.UINT64:
-                return None
-            inputs.append((name, input_map.get(name, name), dtype, shape))
+        """The decoder of inputs the fast path takes (``InstanceBuilder``'s plans), or None
+        where msgspec cannot hold them."""
+        if any(dtype is DType.UINT64 for _, _, dtype, _ in inputs):
+            return None
         names = [field for _, field, _, _ in inputs] + list(copy_fields)
         if len(set(names)) != len(names):
             return None  # a field read twice (an input also copied): one struct field each
-        return cls(inputs, copy_fields)
+        return cls(inputs, copy_fields, fixed)
 
 
 def _compile(
     decode: Callable[[bytes], Any],
-    inputs: Sequence[tuple[str, str, DType, tuple[int, ...]]],
+    inputs: Inputs,
     copy_fields: Sequence[str],
+    fixed: dict[str, tuple[int, ...]] | None,
 ) -> Callable[[bytes], Instance | None]:
     """The decode function of one signature, written out as Python and compiled.
 
@@ -113,7 +114,7 @@ def _compile(
         ]
     else:
         lines.append("    copied = _NO_FIELDS")
-    if all(-1 not in shape for _, _, _, shape in inputs):
+    if fixed is not None:
         # Every input of a fixed length: all instances share one shapes dict and batch key.
         lines.append(f"    return _Instance({{{values}}}, _SHAPES, copied, _SHAPE_KEY)")
     else:
@@ -123,7 +124,6 @@ def _compile(
         )
         lines.append(f"    shapes = {{{shapes}}}")
         lines.append(f"    return _Instance({{{values}}}, shapes, copied, tuple(shapes.values()))")
-    fixed = {name: shape for name, _, _, shape in inputs}
     namespace: dict[str, Any] = {
         "_decode": decode,
         "_REFUSED": (msgspec.MsgspecError, RecursionError),
@@ -132,7 +132,7 @@ def _compile(
         "_NO_FIELDS": NO_FIELDS,
         "_Instance": Instance,
         "_SHAPES": fixed,
-        "_SHAPE_KEY": tuple(fixed.values()),
+        "_SHAPE_KEY": tuple(fixed.values()) if fixed is not None else (),
     }
     exec("\n".join(lines), namespace)  # noqa: S102 - source made above from repr'd names
     function: Callable[[bytes], Instance | None] = namespace["decode"]

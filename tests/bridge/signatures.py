@@ -32,6 +32,19 @@ MIXED = Signature(
     outputs={"y": TensorSpec(DType.FLOAT, (-1,))},
 )
 
+# Integers and booleans only, fixed and variable lengths: what the typed pass takes.
+COUNTS = Signature(
+    model="counts",
+    version=1,
+    name="serving_default",
+    inputs={
+        "n": TensorSpec(DType.INT8, (-1,)),
+        "ids": TensorSpec(DType.INT64, (-1, -1)),
+        "on": TensorSpec(DType.BOOL, (-1, 2)),
+    },
+    outputs={"y": TensorSpec(DType.FLOAT, (-1,))},
+)
+
 
 def fraud_event(**overrides: object) -> dict[str, object]:
     event: dict[str, object] = {"time": 10.0, "amount": 12.5, "pca": [0.1] * 28, "id": "tx-1"}

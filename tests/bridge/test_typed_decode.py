@@ -12,22 +12,10 @@ import pytest
 from bridge.domain import DType, Signature, TensorSpec
 from bridge.errors import EventError
 from bridge.pipeline.instances import InstanceBuilder, parse_event
-from bridge.pipeline.typed import TypedDecoder
 
-from .signatures import FRAUD, MIXED, fraud_event
+from .signatures import COUNTS, FRAUD, MIXED, fraud_event
 
 MAX_BYTES = 1 << 20
-COUNTS = Signature(
-    model="counts",
-    version=1,
-    name="serving_default",
-    inputs={
-        "n": TensorSpec(DType.INT8, (-1,)),
-        "ids": TensorSpec(DType.INT64, (-1, -1)),
-        "on": TensorSpec(DType.BOOL, (-1, 2)),
-    },
-    outputs={"y": TensorSpec(DType.FLOAT, (-1,))},
-)
 
 
 def _checked(builder: InstanceBuilder, value: bytes | None) -> object:
@@ -110,7 +98,7 @@ def test_integer_and_bool_events_end_the_same_on_both_paths(value: bytes) -> Non
 
 
 def test_the_fast_path_takes_a_good_event_and_leaves_the_rest() -> None:
-    typed = TypedDecoder.for_signature(FRAUD, {}, ["id"])
+    typed = InstanceBuilder(FRAUD, copy_fields=["id"])._typed
     assert typed is not None
     instance = typed.decode(_fraud(amount=3))
     assert instance is not None and instance.values["amount"] == [3.0]
@@ -120,11 +108,12 @@ def test_the_fast_path_takes_a_good_event_and_leaves_the_rest() -> None:
 
 
 def test_signatures_the_fast_path_cannot_hold_take_the_checking_path() -> None:
-    assert TypedDecoder.for_signature(MIXED, {}, []) is None  # strings, nested lists
+    assert InstanceBuilder(MIXED)._typed is None  # strings, nested lists
     uint64 = Signature("u", 1, "s", {"x": TensorSpec(DType.UINT64, (-1,))}, {})
-    assert TypedDecoder.for_signature(uint64, {}, []) is None
+    assert InstanceBuilder(uint64)._typed is None
     # A field read twice (an input that is also copied) is one struct field too many.
-    assert TypedDecoder.for_signature(FRAUD, {}, ["amount"]) is None
+    assert InstanceBuilder(FRAUD, copy_fields=["amount"])._typed is None
+    assert InstanceBuilder(FRAUD, copy_fields=["id"])._typed is not None
 
 
 def test_a_number_too_large_in_a_field_never_read_is_the_one_known_leniency() -> None:
