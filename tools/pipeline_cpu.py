@@ -33,9 +33,9 @@ from bridge.logs import configure_logging
 from bridge.metrics import Metrics
 from bridge.outputs import Counts
 from bridge.service import Service
+from bridge.serving.grpc_client import predict_request, prediction_of
 from bridge.serving.health import ServerHealth
 from bridge.serving.predictor import Predictor, RetryPolicy
-from bridge.serving.tensors import decode_tensor, encode_inputs, split_outputs
 from bridge.settings import Settings
 from bridge.switching import RouteSwitch
 from bridge.wire import predict_pb2, tensor_pb2, types_pb2
@@ -76,14 +76,9 @@ class _WireOnlyClient:
     async def predict(
         self, target: Target, signature: Signature, instances: Sequence[Instance]
     ) -> Prediction:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = target.model
-        for name, tensor in encode_inputs(signature, instances).items():
-            request.inputs[name].CopyFrom(tensor)
-        request.SerializeToString()
+        predict_request(target, signature, instances).SerializeToString()
         response = predict_pb2.PredictResponse.FromString(_reply(len(instances)))
-        outputs = {name: decode_tensor(t) for name, t in response.outputs.items()}
-        return Prediction(response.model_spec.version.value, split_outputs(outputs, len(instances)))
+        return prediction_of(response, len(instances))
 
     async def get_signature(self, target: Target) -> Signature:
         return self.signature

@@ -29,7 +29,13 @@ from bridge.serving.tls import ServingTls
 from bridge.tracing import outgoing
 from bridge.wire import get_model_metadata_pb2, meta_graph_pb2, model_pb2, predict_pb2
 
-__all__ = ["PROBE_CONNECT_WAIT_S", "GrpcModelClient", "signature_from_def"]
+__all__ = [
+    "PROBE_CONNECT_WAIT_S",
+    "GrpcModelClient",
+    "predict_request",
+    "prediction_of",
+    "signature_from_def",
+]
 
 _SIGNATURE_DEF_MAP = "tensorflow.serving.SignatureDefMap"
 
@@ -44,17 +50,12 @@ class GrpcModelClient:
     async def predict(
         self, target: Target, signature: Signature, instances: Sequence[Instance]
     ) -> Prediction:
-        request = predict_pb2.PredictRequest(model_spec=_model_spec(target))
-        for name, tensor in encode_inputs(signature, instances).items():
-            request.inputs[name].CopyFrom(tensor)
         response = await self._channel.call(
-            self._channel.predictions.Predict, request, metadata=outgoing()
+            self._channel.predictions.Predict,
+            predict_request(target, signature, instances),
+            metadata=outgoing(),
         )
-        outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
-        version = (
-            response.model_spec.version.value if response.model_spec.HasField("version") else None
-        )
-        return Prediction(version, split_outputs(outputs, len(instances)))
+        return prediction_of(response, len(instances))
 
     async def _metadata(self, target: Target) -> get_model_metadata_pb2.GetModelMetadataResponse:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -100,6 +101,22 @@ class GrpcModelClient:
 
     async def aclose(self) -> None:
         await self._channel.close()
+
+
+def predict_request(
+    target: Target, signature: Signature, instances: Sequence[Instance]
+) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(model_spec=_model_spec(target))
+    for name, tensor in encode_inputs(signature, instances).items():
+        request.inputs[name].CopyFrom(tensor)
+    return request
+
+
+def prediction_of(response: predict_pb2.PredictResponse, count: int) -> Prediction:
+    """A Predict response split back into ``count`` instances' outputs."""
+    outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
+    version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+    return Prediction(version, split_outputs(outputs, count))
 
 
 def _model_spec(target: Target) -> model_pb2.ModelSpec:
