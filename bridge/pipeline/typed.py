@@ -3,7 +3,7 @@
 msgspec decodes the bytes straight into a struct typed from the signature (each
 input's dtype, fixed length and integer range; the copied fields as any JSON), so a
 good event is parsed and checked at once and no dict of the whole event is built.
-On the demo events this is a third of the bridge's intake cost.
+On the demo events it halves decoding and checking (3.5 to 1.8 us an event).
 
 It is a fast path, not the judge. Any event it refuses goes through ``parse_event``
 and ``InstanceBuilder.build``, which word the error (or accept the event: the typed
