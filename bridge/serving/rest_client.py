@@ -1,4 +1,4 @@
-"""``ModelClient`` over TF Serving's REST API (one ``httpx.AsyncClient``).
+"""``ModelClient`` over TF Serving's REST API (one httpx transport, its pool).
 
 Requests use the row format (``{"instances": [...]}``), one object per event.
 TF Serving's REST predict response does not say which version served it, so
@@ -81,14 +81,18 @@ class RestModelClient:
             {"sni_hostname": tls.target_name} if tls is not None and tls.target_name else {}
         )
         self._unreachable: str | None = None  # the detail last logged, until an answer
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            # A sidecar on loopback: keep a few connections warm for requests in flight.
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        # The timeouts travel with each request, as httpx.AsyncClient would attach them.
+        self._extensions["timeout"] = httpx.Timeout(timeout_s, connect=connect_timeout_s).as_dict()
+        self._urls: dict[str, httpx.URL] = {}  # path -> parsed URL: a few paths, parsed once
+        # The transport alone, not an httpx.AsyncClient around it: the client's layer
+        # (URL merging, cookies, auth, redirects, event hooks) cost about 0.5 ms of CPU
+        # per request, 8 us an event at batch 64, and does nothing for a sidecar. It
+        # also means no proxy from HTTP(S)_PROXY: the model server is not on the web.
+        self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport(
             # No CA file: httpx's default trust store, for an https URL with a public CA.
             verify=tls.ssl_context() if tls is not None else True,
-            transport=transport,
+            # A sidecar on loopback: keep a few connections warm for requests in flight.
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
 
     async def predict(
@@ -141,7 +145,7 @@ class RestModelClient:
         if target.version is not None:
             path += f"/versions/{target.version}"
         try:
-            response = await self._client.get(path, extensions=self._extensions)
+            status, content = await self._send("GET", path)
         except (httpx.TransportError, ssl.SSLError) as exc:
             if not isinstance(exc, httpx.TimeoutException):
                 self._log_unreachable(exc)
@@ -149,15 +153,31 @@ class RestModelClient:
         except httpx.HTTPError:
             return False
         self._unreachable = None
-        if response.status_code == 404:
+        if status == 404:
             return True  # an answer: the server is up, the model is just not there
-        if response.status_code != 200:
+        if status != 200:
             return False
-        statuses = orjson.loads(response.content).get("model_version_status", [])
+        statuses = orjson.loads(content).get("model_version_status", [])
         return any(status.get("state") == "AVAILABLE" for status in statuses)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
+
+    async def _send(
+        self, method: str, path: str, content: bytes | None = None, headers: Any = None
+    ) -> tuple[int, bytes]:
+        """One request through the transport: the status and the whole body."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base_url + path)
+        request = httpx.Request(
+            method, url, headers=headers, content=content, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            return response.status_code, await response.aread()
+        finally:
+            await response.aclose()  # back to the pool, or closed if it broke
 
     async def _call(
         self, method: str, path: str, content: bytes | None = None, trace: Metadata | None = None
@@ -166,9 +186,7 @@ class RestModelClient:
         if trace is not None:  # a traced predict: its traceparent, for the server or a proxy
             headers.update(trace)
         try:
-            response = await self._client.request(
-                method, path, content=content, headers=headers, extensions=self._extensions
-            )
+            status, body = await self._send(method, path, content, headers)
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise ServerUnavailableError(f"connect timeout: {exc}") from exc
@@ -182,11 +200,11 @@ class RestModelClient:
             raise ServerUnavailableError(f"cannot reach the model server: {exc!r}") from exc
         self._unreachable = None
         try:
-            payload = orjson.loads(response.content)
+            payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            payload = {"error": response.text[:500]}
-        if response.status_code != 200:
-            raise _translate(response.status_code, payload)
+            payload = {"error": body[:500].decode(errors="replace")}
+        if status != 200:
+            raise _translate(status, payload)
         if not isinstance(payload, dict):
             raise ModelServerError(f"REST answered JSON {type(payload).__name__}, not an object")
         return payload

@@ -189,15 +189,15 @@ MTLS = ServingTls(CERTS / "test-ca.pem", CERTS / "client.pem", CERTS / "client.k
 def _recorded_client_options(
     monkeypatch: pytest.MonkeyPatch, url: str, tls: ServingTls | None
 ) -> dict[str, Any]:
-    """The options RestModelClient gives httpx.AsyncClient (the real one still builds)."""
+    """The options RestModelClient gives httpx's transport (the real one still builds)."""
     seen: dict[str, Any] = {}
 
-    class Recording(httpx.AsyncClient):
+    class Recording(httpx.AsyncHTTPTransport):
         def __init__(self, **options: Any) -> None:
             seen.update(options)
             super().__init__(**options)
 
-    monkeypatch.setattr(httpx, "AsyncClient", Recording)
+    monkeypatch.setattr(httpx, "AsyncHTTPTransport", Recording)
     RestModelClient(url, 1.0, 0.5, tls=tls)
     return seen
 
