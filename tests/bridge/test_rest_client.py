@@ -4,6 +4,7 @@ TLS, the SSLContext it gives httpx, the target name on each request, and TLS ref
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ssl
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from bridge.pipeline.instances import InstanceBuilder
 from bridge.serving.rest_client import RestModelClient
 from bridge.serving.tls import ServingTls, ServingTlsError
 
-from .signatures import FRAUD, fraud_event
+from .signatures import FRAUD, MIXED, fraud_event
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -41,16 +42,15 @@ def instances(count: int) -> list[Instance]:
     return [builder.build(fraud_event(amount=float(i))) for i in range(count)]
 
 
-async def test_predict_posts_rows_to_the_label_route_and_splits_the_predictions() -> None:
+async def test_predict_posts_columns_to_the_label_route_and_splits_the_outputs() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        rows = orjson.loads(request.content)["instances"]
-        predictions = [
-            {"fraud_probability": row["amount"] / 10, "flagged": row["amount"] > 1} for row in rows
-        ]
-        return httpx.Response(200, json={"predictions": predictions})
+        amounts = orjson.loads(request.content)["inputs"]["amount"]
+        flagged = [a > 1 for a in amounts]
+        outputs = {"flagged": flagged, "fraud_probability": [a / 10 for a in amounts]}
+        return httpx.Response(200, json={"outputs": outputs})
 
     rest = client(handler)
     prediction = await rest.predict(Target("fraud", label="canary"), FRAUD, instances(3))
@@ -60,16 +60,17 @@ async def test_predict_posts_rows_to_the_label_route_and_splits_the_predictions(
     assert request.url.path == "/v1/models/fraud/labels/canary:predict"
     body = orjson.loads(request.content)
     assert body["signature_name"] == "serving_default"
-    assert [row["amount"] for row in body["instances"]] == [0.0, 1.0, 2.0]
-    assert len(body["instances"][0]["pca"]) == 28
+    assert body["inputs"]["amount"] == [0.0, 1.0, 2.0]
+    assert [len(pca) for pca in body["inputs"]["pca"]] == [28, 28, 28]
     assert [o["flagged"] for o in prediction.outputs] == [False, False, True]
+    assert [o["fraud_probability"] for o in prediction.outputs] == [0.0, 0.1, 0.2]
     assert prediction.version is None  # a label: REST does not say which version served
 
 
 async def test_a_pinned_version_is_the_served_version() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/v1/models/fraud/versions/2:predict"
-        return httpx.Response(200, json={"predictions": [{"fraud_probability": 0.1, "flagged": 0}]})
+        return httpx.Response(200, json={"outputs": {"fraud_probability": [0.1], "flagged": [0]}})
 
     prediction = await client(handler).predict(Target("fraud", version=2), FRAUD, instances(1))
     assert prediction.version == 2
@@ -96,12 +97,46 @@ async def test_error_answers_become_the_error_tree(
         await client(handler).predict(Target("fraud"), FRAUD, instances(1))
 
 
-async def test_a_short_answer_is_a_server_error_not_a_misaligned_result() -> None:
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        ({"fraud_probability": [0.1], "flagged": [0, 1]}, "1 values of 'fraud_probability' for 2"),
+        ({"fraud_probability": [0.1, 0.2]}, r"outputs \['fraud_probability'\], not"),
+        ([0.1, 0.2], "outputs list, not"),
+        (None, "outputs NoneType, not"),
+    ],
+)
+async def test_a_short_answer_is_a_server_error_not_a_misaligned_result(
+    outputs: object, expected: str
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"predictions": [{"fraud_probability": 0.1}]})
+        return httpx.Response(200, json={"outputs": outputs})
 
-    with pytest.raises(ModelServerError, match="1 predictions for 2 instances"):
+    with pytest.raises(ModelServerError, match=expected):
         await client(handler).predict(Target("fraud"), FRAUD, instances(2))
+
+
+async def test_strings_go_as_b64_inner_dims_nest_and_one_output_may_be_bare() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(orjson.loads(request.content)["inputs"])
+        return httpx.Response(200, json={"outputs": [0.5, 0.25]})  # one output: its list
+
+    builder = InstanceBuilder(MIXED)
+    events = [
+        {"count": 1, "flag": True, "text": "héllo", "grid": [[1.0, 2.0]]},
+        {"count": 2, "flag": False, "text": "b", "grid": [[5.0, 6.0], [7.0, 8.0]]},
+    ]
+    batch = [builder.build(event) for event in events]
+    prediction = await client(handler).predict(Target("mixed"), MIXED, batch)
+    (inputs,) = seen
+    assert inputs["count"] == [1, 2]
+    assert inputs["flag"] == [True, False]
+    assert [base64.b64decode(v["b64"]) for v in inputs["text"]] == ["héllo".encode(), b"b"]
+    # Inner dims vary per event: each instance nests by its own shape.
+    assert inputs["grid"] == [[[1.0, 2.0]], [[5.0, 6.0], [7.0, 8.0]]]
+    assert prediction.outputs == [{"y": 0.5}, {"y": 0.25}]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +270,7 @@ async def test_the_target_name_is_the_sni_and_checked_name_of_every_request(
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.extensions.get("sni_hostname"))
         if request.url.path.endswith(":predict"):
-            return httpx.Response(200, json={"predictions": [{"fraud_probability": 0.1}] * 1})
+            return httpx.Response(200, json={"outputs": {"fraud_probability": [0.1]}})
         return httpx.Response(200, json={"model_version_status": [{"state": "AVAILABLE"}]})
 
     tls = ServingTls(MTLS.cafile, target_name=target_name)

@@ -211,7 +211,7 @@ async def test_the_rest_client_sends_the_current_request_context(recorded: Recor
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"predictions": [{"fraud_probability": 0.5}]})
+        return httpx.Response(200, json={"outputs": {"fraud_probability": [0.5], "flagged": [0]}})
 
     rest = RestModelClient("http://sidecar:8501", 1.0, 0.5, transport=httpx.MockTransport(handler))
     instance = InstanceBuilder(FRAUD).build(fraud_event())
@@ -224,7 +224,7 @@ async def test_the_rest_client_sends_the_current_request_context(recorded: Recor
     untraced, traced = seen
     assert "traceparent" not in untraced.headers
     assert parsed(traced.headers["traceparent"])[1] == f"{request_span.context.span_id:016x}"
-    assert orjson.loads(traced.content)["instances"][0]["amount"] == 12.5
+    assert orjson.loads(traced.content)["inputs"]["amount"] == [12.5]
 
 
 @pytest.mark.parametrize(
