@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -153,7 +153,11 @@ class RestModelClient:
         await self._transport.aclose()
 
     async def _send(
-        self, method: str, path: str, content: bytes | None = None, headers: Any = None
+        self,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """One request through the transport: the status and the whole body."""
         url = self._urls.get(path)
@@ -266,9 +270,10 @@ def _path(target: Target) -> str:
 def _columns(signature: Signature, instances: Sequence[Instance]) -> dict[str, list[Any]]:
     """Per input, its values for every instance: TF Serving's columnar ``inputs``."""
     first = instances[0]
-    # The builder shares one shapes dict between instances of a fixed-shape signature;
-    # otherwise each instance says its own (a mixed batch the server refuses, and the
-    # bridge bisects, as it would refuse ragged rows).
+    # The builder shares one shapes dict between instances of a signature whose inputs
+    # are all scalars or fixed-length lists: then one check per input, not per instance.
+    # Otherwise each instance nests by its own shapes (a ragged batch the server
+    # refuses and the bridge bisects, as it would ragged rows).
     shared = all(instance.shapes is first.shapes for instance in instances)
     columns: dict[str, list[Any]] = {}
     for name, spec in signature.inputs.items():
@@ -277,14 +282,15 @@ def _columns(signature: Signature, instances: Sequence[Instance]) -> dict[str, l
             # JSON strings must be text; TF Serving takes binary as {"b64": ...}.
             column = [[{"b64": base64.b64encode(v).decode()} for v in leaves] for leaves in column]
         shape = first.shapes[name]
-        if shared and not shape:
-            column = [leaves[0] for leaves in column]
-        elif not shared or len(shape) > 1:
+        if shared and len(shape) <= 1:
+            if not shape:
+                column = [leaves[0] for leaves in column]
+            # else: flat lists are their own JSON, no per-leaf pass
+        else:
             column = [
                 _value(leaves, instance.shapes[name])
                 for leaves, instance in zip(column, instances, strict=True)
             ]
-        # else: flat lists are their own JSON, no per-leaf pass
         columns[name] = column
     return columns
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import structlog
 
-from bridge.domain import Instance, Target
+from bridge.domain import DType, Instance, Signature, Target, TensorSpec
 from bridge.errors import (
     DeadlineExceededError,
     ModelNotFoundError,
@@ -137,6 +137,29 @@ async def test_strings_go_as_b64_inner_dims_nest_and_one_output_may_be_bare() ->
     # Inner dims vary per event: each instance nests by its own shape.
     assert inputs["grid"] == [[[1.0, 2.0]], [[5.0, 6.0], [7.0, 8.0]]]
     assert prediction.outputs == [{"y": 0.5}, {"y": 0.25}]
+
+
+async def test_fixed_inner_dims_nest_per_instance() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(orjson.loads(request.content)["inputs"])
+        return httpx.Response(200, json={"outputs": [0.5, 0.25]})
+
+    square = Signature(
+        model="square",
+        version=1,
+        name="serving_default",
+        inputs={"m": TensorSpec(DType.FLOAT, (-1, 2, 2))},
+        outputs={"y": TensorSpec(DType.FLOAT, (-1,))},
+    )
+    builder = InstanceBuilder(square)
+    batch = [
+        builder.build({"m": [[1.0, 2.0], [3.0, 4.0]]}),
+        builder.build({"m": [[5.0, 6.0], [7.0, 8.0]]}),
+    ]
+    await client(handler).predict(Target("square"), square, batch)
+    assert seen == [{"m": [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]}]
 
 
 @pytest.mark.parametrize(
